@@ -1,0 +1,67 @@
+using System.Collections.Concurrent;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Qtip.Kernels.Runtime;
+
+/// <summary>A set of kernels for one op, loaded once per accelerator (compiling a kernel costs 30–400 ms).
+/// <see cref="QtipDevice.Get{T}"/> creates it on first use and keeps it.</summary>
+public interface IKernelSet<TSelf> where TSelf : class, IKernelSet<TSelf>
+{
+    static abstract TSelf Create(QtipDevice device);
+}
+
+/// <summary>An open ILGPU context + accelerator, and the kernel sets loaded on it. Dispose to free the device.</summary>
+public sealed class QtipDevice : IDisposable
+{
+    private readonly ConcurrentDictionary<Type, object> kernelSets = new();
+    private readonly Lock createLock = new();
+
+    internal QtipDevice(BackendKind kind, Context context, Accelerator accelerator)
+    {
+        Kind = kind;
+        Context = context;
+        Accelerator = accelerator;
+    }
+
+    public BackendKind Kind { get; }
+
+    public Context Context { get; }
+
+    public Accelerator Accelerator { get; }
+
+    public string Name => Accelerator.Name;
+
+    /// <summary>Threads per group that kernels may use: the accelerator's maximum, capped at 1024.</summary>
+    public int MaxGroupSize => Math.Min(Accelerator.MaxNumThreadsPerGroup, 1024);
+
+    public int WarpSize => Accelerator.WarpSize;
+
+    /// <summary>The kernel set <typeparamref name="T"/> on this device, loaded on first use.</summary>
+    public T Get<T>() where T : class, IKernelSet<T>
+    {
+        if (kernelSets.TryGetValue(typeof(T), out var existing))
+            return (T)existing;
+        lock (createLock)
+        {
+            if (kernelSets.TryGetValue(typeof(T), out existing))
+                return (T)existing;
+            var created = T.Create(this);
+            kernelSets[typeof(T)] = created;
+            return created;
+        }
+    }
+
+    public void Synchronize() => Accelerator.Synchronize();
+
+    public override string ToString() => $"{Kind.Name()}: {Accelerator.Name}";
+
+    public void Dispose()
+    {
+        foreach (var set in kernelSets.Values)
+            (set as IDisposable)?.Dispose();
+        kernelSets.Clear();
+        Accelerator.Dispose();
+        Context.Dispose();
+    }
+}

@@ -1,0 +1,67 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Spectre.Console;
+
+namespace Qtip.Tool.Cli;
+
+/// <summary>Console output: Spectre tables on a terminal, plain aligned text when stdout is redirected.</summary>
+public static class Output
+{
+    public static bool Plain => Console.IsOutputRedirected;
+
+    private static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    /// <summary>Prints a table: header row, then rows, as a Spectre table or as aligned plain text.</summary>
+    public static void Table(string? title, IReadOnlyList<string> headers, IEnumerable<IReadOnlyList<string>> rows)
+    {
+        var data = rows.ToList();
+        if (Plain)
+        {
+            if (title is not null)
+                Console.WriteLine(title);
+            var widths = headers.Select(h => h.Length).ToArray();
+            foreach (var r in data)
+            {
+                for (int i = 0; i < widths.Length && i < r.Count; i++)
+                    widths[i] = Math.Max(widths[i], r[i].Length);
+            }
+            Console.WriteLine(string.Join("  ", headers.Select((h, i) => h.PadRight(widths[i]))).TrimEnd());
+            foreach (var r in data)
+                Console.WriteLine(string.Join("  ", r.Select((c, i) => c.PadRight(widths[i]))).TrimEnd());
+            return;
+        }
+        var table = new Table().RoundedBorder();
+        if (title is not null)
+            table.Title(Markup.Escape(title));
+        foreach (var h in headers)
+            table.AddColumn(Markup.Escape(h));
+        foreach (var r in data)
+            table.AddRow(r.Select(c => new Text(c)).ToArray());
+        AnsiConsole.Write(table);
+    }
+
+    public static void Line(string text) => Console.WriteLine(text);
+
+    /// <summary>Writes <paramref name="value"/> as indented snake_case JSON to <paramref name="file"/>, if given.</summary>
+    public static void WriteJson<T>(FileInfo? file, T value)
+    {
+        if (file is null)
+            return;
+        file.Directory?.Create();
+        File.WriteAllText(file.FullName, JsonSerializer.Serialize(value, JsonOptions));
+    }
+
+    public static string Bytes(long bytes) => bytes switch
+    {
+        >= 1L << 30 => $"{bytes / (double)(1L << 30):F1} GiB",
+        >= 1L << 20 => $"{bytes / (double)(1L << 20):F1} MiB",
+        >= 1L << 10 => $"{bytes / (double)(1L << 10):F1} KiB",
+        _ => $"{bytes} B",
+    };
+}
