@@ -91,6 +91,7 @@ public sealed class ViterbiWorkspace : IDisposable
         long words = Math.Max(1, plan.Slots * plan.BackPointerSlotBytes / 4);
         BackPointers = device.Accelerator.Allocate1D<uint>(words);
         GlobalCosts = device.Accelerator.Allocate1D<float>(Math.Max(1, plan.Slots * plan.GlobalCostFloatsPerSlot));
+        NoOverlaps = device.Accelerator.Allocate1D<int>(1);
     }
 
     public ViterbiPlan Plan { get; }
@@ -101,8 +102,14 @@ public sealed class ViterbiWorkspace : IDisposable
     /// <summary>[slots × 2G] group minima (double-buffered), or one unused float.</summary>
     public MemoryBuffer1D<float, Stride1D.Dense> GlobalCosts { get; }
 
+    /// <summary>A one-element placeholder for the overlaps argument of modes that do not read it.</summary>
+    public ArrayView<int> Overlaps => NoOverlaps.View;
+
+    private MemoryBuffer1D<int, Stride1D.Dense> NoOverlaps { get; }
+
     public void Dispose()
     {
+        NoOverlaps.Dispose();
         BackPointers.Dispose();
         GlobalCosts.Dispose();
     }

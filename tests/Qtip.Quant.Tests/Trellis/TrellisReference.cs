@@ -177,3 +177,27 @@ internal static class TrellisReference
         return walk;
     }
 }
+
+/// <summary>Golden-data helpers.</summary>
+internal static class GoldenJson
+{
+    /// <summary>All numbers of a (possibly nested) JSON array, depth-first, as float32.</summary>
+    public static float[] Flat(System.Text.Json.JsonElement e)
+    {
+        var list = new List<float>();
+        void Walk(System.Text.Json.JsonElement x)
+        {
+            if (x.ValueKind == System.Text.Json.JsonValueKind.Array)
+            {
+                foreach (var y in x.EnumerateArray())
+                    Walk(y);
+            }
+            else
+            {
+                list.Add((float)x.GetDouble());
+            }
+        }
+        Walk(e);
+        return [.. list];
+    }
+}
