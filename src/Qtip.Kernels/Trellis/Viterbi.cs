@@ -299,7 +299,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
             {
                 // Pass 1: unconstrained, on x rotated right by h; its state at step h/V fixes the overlap.
                 Pass<TC, TMode>(xs, et, gm, table, bpWords, bpBytes, bpBase, p.Rotation, -1, true, p);
-                int g1 = FinalGroup(gm, -1, red, p);
+                int g1 = FinalGroup(gm, -1, bpBytes, bpBase, red, p);
                 int stop = p.Rotation / v;
                 if (tid == 0)
                 {
@@ -321,7 +321,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
                 continue;
             }
 
-            int gF = FinalGroup(gm, ov, red, p);
+            int gF = FinalGroup(gm, ov, bpBytes, bpBase, red, p);
             if (tid == 0)
                 Traceback(bpBytes, bpBase, gF, 0, st, p);
             Group.Barrier();
@@ -471,8 +471,9 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         }
     }
 
-    /// <summary>The final group: ov when the end is constrained, else the argmin of the final group minima (ties: smallest g).</summary>
-    private static int FinalGroup(ArrayView<float> gm, int ov, ArrayView<float> red, ViterbiParams p)
+    /// <summary>The final group: ov when the end is constrained, else the group of the best final state, ties to the
+    /// smallest state g + d*·G (the first index of an argmin over all states, as the reference).</summary>
+    private static int FinalGroup(ArrayView<float> gm, int ov, ArrayView<byte> bpBytes, long bpBase, ArrayView<float> red, ViterbiParams p)
     {
         if (ov >= 0)
             return ov;
@@ -484,15 +485,20 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
             int g0 = Group.IdxX * p.R;
             for (int r = 0; r < p.R; r++)
             {
-                float c = fin[g0 + r];
-                if (c < best)
+                int g = g0 + r;
+                float c = fin[g];
+                if (c <= best)
                 {
-                    best = c;
-                    arg = g0 + r;
+                    int s = g | (int)(BackPointer(bpBytes, bpBase, p.N - 1, g, p) << (p.L - p.KV));
+                    if (c < best || s < arg)
+                    {
+                        best = c;
+                        arg = s;
+                    }
                 }
             }
         }
-        return BlockArgMin(best, arg, red, p);
+        return BlockArgMin(best, arg, red, p) & (p.G - 1);
     }
 
     /// <summary>Back-pointer (top KV bits of the best state) of group g at step t.</summary>
