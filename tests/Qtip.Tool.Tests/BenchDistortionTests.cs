@@ -49,7 +49,10 @@ public sealed class BenchDistortionTests
     [InlineData("--scale", "-1")]
     public void BadOptions_AreUsageErrors(string option, string value)
     {
-        var r = QtipProcess.Run("bench", "distortion", "--backend", "cpu", "--L", "8", "--sequences", "1", option, value);
+        var args = new List<string> { "bench", "distortion", "--backend", "cpu", "--sequences", "1", option, value };
+        if (option != "--L")
+            args.AddRange(["--L", "8"]);
+        var r = QtipProcess.Run([.. args]);
         Assert.Equal(1, r.ExitCode);
         Assert.Contains(value, r.Stderr, StringComparison.Ordinal);
     }
