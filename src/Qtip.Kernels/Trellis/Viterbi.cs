@@ -26,6 +26,25 @@ public readonly struct DirectCost : ICostMode
     public bool Table => false;
 }
 
+/// <summary>Where the double-buffered group minima live: a compile-time switch (struct type argument).</summary>
+public interface IMinimaStore
+{
+    /// <summary>True: a per-slot global buffer (L1/L2-resident); false: shared memory.</summary>
+    bool Global { get; }
+}
+
+/// <summary>Group minima in shared memory (they fit: 2G floats next to the targets and tables).</summary>
+public readonly struct SharedMinima : IMinimaStore
+{
+    public bool Global => false;
+}
+
+/// <summary>Group minima in a per-slot global buffer (V = 1, K ≤ 3 at L = 16: 2G floats exceed 48 KB).</summary>
+public readonly struct GlobalMinima : IMinimaStore
+{
+    public bool Global => true;
+}
+
 /// <summary>What one Viterbi launch computes per item.</summary>
 public enum ViterbiMode
 {
@@ -148,16 +167,25 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
     public const int MaxSharedBytes = 48 * 1024;
 
     private readonly QtipDevice device;
-    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams>> table;
-    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams>> direct;
+    /// <summary>[table mode, global minima] → the loaded kernel (each compiled on first use).</summary>
+    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams>>[] kernels;
 
     private Viterbi(QtipDevice device)
     {
         this.device = device;
         var acc = device.Accelerator;
-        table = new(() => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams>(Kernel<TCode, TableCost>));
-        direct = new(() => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams>(Kernel<TCode, DirectCost>));
+        kernels =
+        [
+            new(() => Load(acc, Kernel<TCode, DirectCost, SharedMinima>)),
+            new(() => Load(acc, Kernel<TCode, DirectCost, GlobalMinima>)),
+            new(() => Load(acc, Kernel<TCode, TableCost, SharedMinima>)),
+            new(() => Load(acc, Kernel<TCode, TableCost, GlobalMinima>)),
+        ];
     }
+
+    private static Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams> Load(
+        Accelerator acc, Action<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams> kernel) =>
+        acc.LoadKernel(kernel);
 
     public static Viterbi<TCode> Create(QtipDevice device) => new(device);
 
@@ -249,7 +277,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         var config = new KernelConfig(grid, plan.Threads, SharedMemoryConfig.RequestDynamic<float>(plan.SharedBytes / 4));
         ArrayView<uint> bpWords = workspace.BackPointers.View;
         var bpBytes = bpWords.Cast<byte>();
-        var kernel = plan.TableSymbols > 0 ? table.Value : direct.Value;
+        var kernel = kernels[((plan.TableSymbols > 0) ? 2 : 0) + (plan.GlobalCosts ? 1 : 0)].Value;
         kernel(stream, config, targets, codeTable, overlaps, states, reconstruction, result, bpWords, bpBytes, workspace.GlobalCosts.View, p);
     }
 
@@ -260,35 +288,33 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
     }
 
     // ---------------------------------------------------------------------------------------------------------
-    // Kernel
+    // Kernel. Every helper is inlined and addresses shared memory through the root dynamic view with integer
+    // offsets, so the backends see shared (not generic) loads; where the group minima live is a type argument
+    // (TStore), so no view is ever a phi of two address spaces.
 
     /// <summary>One group per item (persistent over items); see the class comment.</summary>
-    internal static void Kernel<TC, TMode>(
+    internal static void Kernel<TC, TMode, TStore>(
         ArrayView<float> targets, ArrayView<float> codeTable, ArrayView<int> overlaps,
         ArrayView<uint> states, ArrayView<float> recon, ArrayView<float> result,
         ArrayView<uint> bpWords, ArrayView<byte> bpBytes, ArrayView<float> gmGlobal, ViterbiParams p)
         where TC : struct, ITrellisCode
         where TMode : struct, ICostMode
+        where TStore : struct, IMinimaStore
     {
-        var shared = SharedMemory.GetDynamic<float>();
-        var xs = shared.SubView(p.XOff, p.T);
-        var st = shared.SubView(p.StOff, p.N);
-        var red = shared.SubView(p.RedOff, (2 * p.Warps) + 4);
-        var et = shared.SubView(p.EOff, Math.Max(1, 2 * p.Symbols));
-        var gm = p.GlobalGm != 0
-            ? gmGlobal.SubView((long)Grid.IdxX * 2 * p.G, 2L * p.G)
-            : shared.SubView(p.GmOff, 2 * p.G);
+        var sh = SharedMemory.GetDynamic<float>();
         var table = new DeviceTable(codeTable);
         int tid = Group.IdxX;
         int nt = Group.DimX;
         long bpBase = Grid.IdxX * p.BpSlotBytes;
+        long gmBase = (long)Grid.IdxX * 2 * p.G;
         int v = default(TC).V;
+        int ovSlot = p.RedOff + (2 * p.Warps) + 1;
 
         for (int item = Grid.IdxX; item < p.Count; item += Grid.DimX)
         {
             int b = p.Mode == (int)ViterbiMode.OverlapCost ? item / p.G : item;
             for (int i = tid; i < p.T; i += nt)
-                xs[i] = targets[((long)b * p.T) + i];
+                sh[p.XOff + i] = targets[((long)b * p.T) + i];
             Group.Barrier();
 
             int ov = -1;
@@ -299,65 +325,82 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
             else if (p.Mode == (int)ViterbiMode.TwoPass)
             {
                 // Pass 1: unconstrained, on x rotated right by h; its state at step h/V fixes the overlap.
-                Pass<TC, TMode>(xs, et, gm, table, bpWords, bpBytes, bpBase, p.Rotation, -1, true, p);
-                int g1 = FinalGroup(gm, -1, bpBytes, bpBase, red, p);
-                int stop = p.Rotation / v;
+                Pass<TC, TMode, TStore>(sh, gmGlobal, gmBase, table, bpWords, bpBytes, bpBase, p.Rotation, -1, true, p);
+                int g1 = FinalGroup<TStore>(sh, gmGlobal, gmBase, -1, bpBytes, bpBase, p);
                 if (tid == 0)
                 {
-                    uint s = Traceback(bpBytes, bpBase, g1, stop, st, p);
-                    red[(2 * p.Warps) + 1] = Interop.IntAsFloat(s >> p.KV);
+                    uint s = Traceback(sh, bpBytes, bpBase, g1, p.Rotation / v, p);
+                    sh[ovSlot] = Interop.IntAsFloat(s >> p.KV);
                 }
                 Group.Barrier();
-                ov = (int)Interop.FloatAsInt(red[(2 * p.Warps) + 1]);
+                ov = (int)Interop.FloatAsInt(sh[ovSlot]);
                 Group.Barrier();
             }
 
             bool store = p.Mode != (int)ViterbiMode.OverlapCost;
-            Pass<TC, TMode>(xs, et, gm, table, bpWords, bpBytes, bpBase, 0, ov, store, p);
+            Pass<TC, TMode, TStore>(sh, gmGlobal, gmBase, table, bpWords, bpBytes, bpBase, 0, ov, store, p);
             if (!store)
             {
                 if (tid == 0)
-                    result[item] = gm[((p.N & 1) * p.G) + ov];
+                    result[item] = LoadGm<TStore>(sh, gmGlobal, gmBase, p, ((p.N & 1) * p.G) + ov);
                 Group.Barrier();
                 continue;
             }
 
-            int gF = FinalGroup(gm, ov, bpBytes, bpBase, red, p);
+            int gF = FinalGroup<TStore>(sh, gmGlobal, gmBase, ov, bpBytes, bpBase, p);
             if (tid == 0)
-                Traceback(bpBytes, bpBase, gF, 0, st, p);
+                Traceback(sh, bpBytes, bpBase, gF, 0, p);
             Group.Barrier();
 
             float err = 0f;
             for (int i = tid; i < p.N; i += nt)
             {
-                uint s = Interop.FloatAsInt(st[i]);
+                uint s = Interop.FloatAsInt(sh[p.StOff + i]);
                 states[((long)b * p.N) + i] = s;
                 Codes.Decode<TC, DeviceTable>(s, table, out float c0, out float c1);
                 long o = ((long)b * p.T) + (i * v);
-                float d0 = c0 - xs[i * v];
+                float d0 = c0 - sh[p.XOff + (i * v)];
                 err += d0 * d0;
                 recon[o] = c0;
                 if (v == 2)
                 {
-                    float d1 = c1 - xs[(i * v) + 1];
+                    float d1 = c1 - sh[p.XOff + (i * v) + 1];
                     err += d1 * d1;
                     recon[o + 1] = c1;
                 }
             }
-            float sum = BlockSum(err, red, p);
+            float sum = BlockSum(sh, err, p);
             if (tid == 0)
                 result[b] = sum / p.T;
             Group.Barrier();
         }
     }
 
+    /// <summary>Group minimum i (of the 2G double-buffered entries).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float LoadGm<TStore>(ArrayView<float> sh, ArrayView<float> global, long globalBase, ViterbiParams p, int i)
+        where TStore : struct, IMinimaStore =>
+        default(TStore).Global ? global[globalBase + i] : sh[p.GmOff + i];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreGm<TStore>(ArrayView<float> sh, ArrayView<float> global, long globalBase, ViterbiParams p, int i, float value)
+        where TStore : struct, IMinimaStore
+    {
+        if (default(TStore).Global)
+            global[globalBase + i] = value;
+        else
+            sh[p.GmOff + i] = value;
+    }
+
     /// <summary>One forward pass over N steps. Targets are read as x[(i − rot) mod T]; ov ≥ 0 restricts the start
     /// states to s ≫ KV = ov. Leaves the final group minima in gm[(N mod 2)·G …].</summary>
-    private static void Pass<TC, TMode>(
-        ArrayView<float> xs, ArrayView<float> et, ArrayView<float> gm, DeviceTable table,
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Pass<TC, TMode, TStore>(
+        ArrayView<float> sh, ArrayView<float> gmGlobal, long gmBase, DeviceTable table,
         ArrayView<uint> bpWords, ArrayView<byte> bpBytes, long bpBase, int rot, int ov, bool store, ViterbiParams p)
         where TC : struct, ITrellisCode
         where TMode : struct, ICostMode
+        where TStore : struct, IMinimaStore
     {
         int tid = Group.IdxX;
         int nt = Group.DimX;
@@ -365,43 +408,47 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         var code = default(TC);
         int v = code.V;
         for (int q = tid; q < p.G; q += nt)
-            gm[q] = ov < 0 || q == ov ? 0f : float.PositiveInfinity;
+            StoreGm<TStore>(sh, gmGlobal, gmBase, p, q, ov < 0 || q == ov ? 0f : float.PositiveInfinity);
         if (useTable)
-            FillTable<TC>(xs, et, table, 0, rot, p);
+            FillTable<TC>(sh, table, 0, rot, p);
         Group.Barrier();
 
         bool active = tid < p.Active;
         int g0 = tid * p.R;
         int top = p.L - p.KV;
+        int kv = p.KV;
+        int dCount = p.D;
+        int rCount = p.R;
+        int bb = p.Bb;
         for (int t = 0; t < p.N; t++)
         {
             int cur = t & 1;
-            var prev = gm.SubView(cur * p.G, p.G);
-            var next = gm.SubView((1 - cur) * p.G, p.G);
-            var e = et.SubView(cur * p.Symbols, Math.Max(1, p.Symbols));
+            int prevBase = cur * p.G;
+            int nextBase = (1 - cur) * p.G;
+            int eBase = p.EOff + (cur * p.Symbols);
             float x0 = 0f, x1 = 0f;
             if (!useTable)
             {
-                x0 = xs[((t * v) + p.T - rot) % p.T];
+                x0 = sh[p.XOff + (((t * v) + p.T - rot) % p.T)];
                 if (v == 2)
-                    x1 = xs[((t * v) + 1 + p.T - rot) % p.T];
+                    x1 = sh[p.XOff + (((t * v) + 1 + p.T - rot) % p.T)];
             }
             if (active)
             {
                 uint acc = 0;
                 long stepByte = bpBase + ((long)t * p.BpStepBytes);
-                for (int r = 0; r < p.R; r++)
+                for (int r = 0; r < rCount; r++)
                 {
                     int g = g0 + r;
                     float best = float.PositiveInfinity;
                     int arg = 0;
-                    for (int d = 0; d < p.D; d++)
+                    for (int d = 0; d < dCount; d++)
                     {
                         uint s = (uint)g | ((uint)d << top);
                         float c;
                         if (useTable)
                         {
-                            c = e[(int)code.Symbol(s)];
+                            c = sh[eBase + (int)code.Symbol(s)];
                         }
                         else
                         {
@@ -414,50 +461,48 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
                                 c += d1 * d1;
                             }
                         }
-                        c += prev[(int)(s >> p.KV)];
-                        if (c < best)
-                        {
-                            best = c;
-                            arg = d;
-                        }
+                        c += LoadGm<TStore>(sh, gmGlobal, gmBase, p, prevBase + (int)(s >> kv));
+                        bool better = c < best;
+                        best = better ? c : best;
+                        arg = better ? d : arg;
                     }
-                    next[g] = best;
+                    StoreGm<TStore>(sh, gmGlobal, gmBase, p, nextBase + g, best);
                     // Bits relative to the thread's first group; when R·Bb ≥ 32 that group starts a word.
-                    int rel = r * p.Bb;
+                    int rel = r * bb;
                     acc |= (uint)arg << (rel & 31);
-                    if (((rel + p.Bb) & 31) == 0)
+                    if (((rel + bb) & 31) == 0)
                     {
                         if (store)
-                            bpWords[(stepByte >> 2) + ((g * p.Bb) >> 5)] = acc;
+                            bpWords[(stepByte >> 2) + ((g * bb) >> 5)] = acc;
                         acc = 0;
                     }
                 }
-                int bits = p.R * p.Bb;
+                int bits = rCount * bb;
                 if (store && bits < 32)
                 {
-                    long first = stepByte + ((g0 * p.Bb) >> 3);
+                    long first = stepByte + ((g0 * bb) >> 3);
                     for (int j = 0; j < (bits + 7) >> 3; j++)
                         bpBytes[first + j] = (byte)(acc >> (8 * j));
                 }
             }
             if (useTable && t + 1 < p.N)
-                FillTable<TC>(xs, et, table, t + 1, rot, p);
-            if (p.GlobalGm != 0)
+                FillTable<TC>(sh, table, t + 1, rot, p);
+            if (default(TStore).Global)
                 MemoryFence.GroupLevel();
             Group.Barrier();
         }
     }
 
-    /// <summary>et[(t mod 2)·S + y] = ‖Value(y) − x_t‖² for every symbol y &lt; S.</summary>
+    /// <summary>E[(t mod 2)·S + y] = ‖Value(y) − x_t‖² for every symbol y &lt; S.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void FillTable<TC>(ArrayView<float> xs, ArrayView<float> et, DeviceTable table, int t, int rot, ViterbiParams p)
+    private static void FillTable<TC>(ArrayView<float> sh, DeviceTable table, int t, int rot, ViterbiParams p)
         where TC : struct, ITrellisCode
     {
         var code = default(TC);
         int v = code.V;
-        float x0 = xs[((t * v) + p.T - rot) % p.T];
-        float x1 = v == 2 ? xs[((t * v) + 1 + p.T - rot) % p.T] : 0f;
-        int off = (t & 1) * p.Symbols;
+        float x0 = sh[p.XOff + (((t * v) + p.T - rot) % p.T)];
+        float x1 = v == 2 ? sh[p.XOff + (((t * v) + 1 + p.T - rot) % p.T)] : 0f;
+        int off = p.EOff + ((t & 1) * p.Symbols);
         for (int y = Group.IdxX; y < p.Symbols; y += Group.DimX)
         {
             code.Value((uint)y, table, out float c0, out float c1);
@@ -468,17 +513,19 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
                 float d1 = c1 - x1;
                 e += d1 * d1;
             }
-            et[off + y] = e;
+            sh[off + y] = e;
         }
     }
 
     /// <summary>The final group: ov when the end is constrained, else the group of the best final state, ties to the
     /// smallest state g + d*·G (the first index of an argmin over all states, as the reference).</summary>
-    private static int FinalGroup(ArrayView<float> gm, int ov, ArrayView<byte> bpBytes, long bpBase, ArrayView<float> red, ViterbiParams p)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int FinalGroup<TStore>(ArrayView<float> sh, ArrayView<float> gmGlobal, long gmBase, int ov, ArrayView<byte> bpBytes, long bpBase, ViterbiParams p)
+        where TStore : struct, IMinimaStore
     {
         if (ov >= 0)
             return ov;
-        var fin = gm.SubView((p.N & 1) * p.G, p.G);
+        int fin = (p.N & 1) * p.G;
         float best = float.PositiveInfinity;
         int arg = int.MaxValue;
         if (Group.IdxX < p.Active)
@@ -487,7 +534,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
             for (int r = 0; r < p.R; r++)
             {
                 int g = g0 + r;
-                float c = fin[g];
+                float c = LoadGm<TStore>(sh, gmGlobal, gmBase, p, fin + g);
                 if (c <= best)
                 {
                     int s = g | (int)(BackPointer(bpBytes, bpBase, p.N - 1, g, p) << (p.L - p.KV));
@@ -499,7 +546,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
                 }
             }
         }
-        return BlockArgMin(best, arg, red, p) & (p.G - 1);
+        return BlockArgMin(sh, best, arg, p) & (p.G - 1);
     }
 
     /// <summary>Back-pointer (top KV bits of the best state) of group g at step t.</summary>
@@ -512,23 +559,25 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
     }
 
     /// <summary>One thread: walks back from group gF at step N−1 down to step <paramref name="stop"/>, writing the
-    /// states (as float bits) to st; returns the state at <paramref name="stop"/>.</summary>
-    private static uint Traceback(ArrayView<byte> bpBytes, long bpBase, int gF, int stop, ArrayView<float> st, ViterbiParams p)
+    /// states (as float bits) to the states slot of shared memory; returns the state at <paramref name="stop"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint Traceback(ArrayView<float> sh, ArrayView<byte> bpBytes, long bpBase, int gF, int stop, ViterbiParams p)
     {
         int top = p.L - p.KV;
         uint s = (uint)gF | (BackPointer(bpBytes, bpBase, p.N - 1, gF, p) << top);
-        st[p.N - 1] = Interop.IntAsFloat(s);
+        sh[p.StOff + p.N - 1] = Interop.IntAsFloat(s);
         for (int t = p.N - 1; t > stop; t--)
         {
             int q = (int)(s >> p.KV);
             s = (uint)q | (BackPointer(bpBytes, bpBase, t - 1, q, p) << top);
-            st[t - 1] = Interop.IntAsFloat(s);
+            sh[p.StOff + t - 1] = Interop.IntAsFloat(s);
         }
         return s;
     }
 
     /// <summary>Group-wide (value, index) argmin, ties to the smaller index; every thread gets the index.</summary>
-    private static int BlockArgMin(float v, int i, ArrayView<float> red, ViterbiParams p)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int BlockArgMin(ArrayView<float> sh, float v, int i, ViterbiParams p)
     {
         for (int off = Warp.WarpSize / 2; off > 0; off >>= 1)
         {
@@ -540,52 +589,55 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
                 i = oi;
             }
         }
+        int red = p.RedOff;
         int w = Group.IdxX / Warp.WarpSize;
         if (Warp.LaneIdx == 0)
         {
-            red[w] = v;
-            red[p.Warps + w] = Interop.IntAsFloat((uint)i);
+            sh[red + w] = v;
+            sh[red + p.Warps + w] = Interop.IntAsFloat((uint)i);
         }
         Group.Barrier();
         if (Group.IdxX == 0)
         {
-            float bv = red[0];
-            uint bi = Interop.FloatAsInt(red[p.Warps]);
+            float bv = sh[red];
+            uint bi = Interop.FloatAsInt(sh[red + p.Warps]);
             for (int k = 1; k < p.Warps; k++)
             {
-                float kv = red[k];
-                uint ki = Interop.FloatAsInt(red[p.Warps + k]);
+                float kv = sh[red + k];
+                uint ki = Interop.FloatAsInt(sh[red + p.Warps + k]);
                 if (kv < bv || (kv == bv && ki < bi))
                 {
                     bv = kv;
                     bi = ki;
                 }
             }
-            red[2 * p.Warps] = Interop.IntAsFloat(bi);
+            sh[red + (2 * p.Warps)] = Interop.IntAsFloat(bi);
         }
         Group.Barrier();
-        int result = (int)Interop.FloatAsInt(red[2 * p.Warps]);
+        int result = (int)Interop.FloatAsInt(sh[red + (2 * p.Warps)]);
         Group.Barrier();
         return result;
     }
 
     /// <summary>Group-wide sum (fp32), returned to every thread.</summary>
-    private static float BlockSum(float v, ArrayView<float> red, ViterbiParams p)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float BlockSum(ArrayView<float> sh, float v, ViterbiParams p)
     {
         for (int off = Warp.WarpSize / 2; off > 0; off >>= 1)
             v += Warp.ShuffleXor(v, off);
+        int red = p.RedOff;
         if (Warp.LaneIdx == 0)
-            red[Group.IdxX / Warp.WarpSize] = v;
+            sh[red + (Group.IdxX / Warp.WarpSize)] = v;
         Group.Barrier();
         if (Group.IdxX == 0)
         {
             float s = 0f;
             for (int k = 0; k < p.Warps; k++)
-                s += red[k];
-            red[2 * p.Warps] = s;
+                s += sh[red + k];
+            sh[red + (2 * p.Warps)] = s;
         }
         Group.Barrier();
-        float total = red[2 * p.Warps];
+        float total = sh[red + (2 * p.Warps)];
         Group.Barrier();
         return total;
     }

@@ -15,12 +15,14 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
 
     private sealed record Run(uint[] States, float[] Recon, float[] Mse);
 
-    private Run Launch<TCode>(TrellisCodeKind kind, int l, int k, int t, float[] x, int count, float[]? table, ViterbiMode mode, int[]? overlaps = null)
+    private Run Launch<TCode>(TrellisCodeKind kind, int l, int k, int t, float[] x, int count, float[]? table, ViterbiMode mode, int[]? overlaps = null, bool global = false)
         where TCode : struct, ITrellisCode
     {
         var acc = Device.Accelerator;
         var vit = Device.Get<Viterbi<TCode>>();
         var plan = vit.Plan(l, k, t, Codes.SymbolBits(kind, l));
+        if (global)
+            plan = plan with { GlobalCosts = true };
         using var ws = new ViterbiWorkspace(Device, plan);
         int n = t / default(TCode).V;
         int items = mode == ViterbiMode.OverlapCost ? count * plan.Groups : count;
@@ -58,13 +60,13 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
         };
     }
 
-    private Run Dispatch(string name, int l, int k, int t, float[] x, int count, float[]? table, ViterbiMode mode, int[]? ov = null) => name switch
+    private Run Dispatch(string name, int l, int k, int t, float[] x, int count, float[]? table, ViterbiMode mode, int[]? ov = null, bool global = false) => name switch
     {
-        "lut1" => Launch<Lut1Code>(TrellisCodeKind.Lut, l, k, t, x, count, table, mode, ov),
-        "lut2" => Launch<Lut2Code>(TrellisCodeKind.Lut, l, k, t, x, count, table, mode, ov),
-        "1mad" => Launch<OneMadCode>(TrellisCodeKind.OneMad, l, k, t, x, count, table, mode, ov),
-        "3inst" => Launch<ThreeInstCode>(TrellisCodeKind.ThreeInst, l, k, t, x, count, table, mode, ov),
-        _ => Launch<HybCode>(TrellisCodeKind.Hyb, l, k, t, x, count, table, mode, ov),
+        "lut1" => Launch<Lut1Code>(TrellisCodeKind.Lut, l, k, t, x, count, table, mode, ov, global),
+        "lut2" => Launch<Lut2Code>(TrellisCodeKind.Lut, l, k, t, x, count, table, mode, ov, global),
+        "1mad" => Launch<OneMadCode>(TrellisCodeKind.OneMad, l, k, t, x, count, table, mode, ov, global),
+        "3inst" => Launch<ThreeInstCode>(TrellisCodeKind.ThreeInst, l, k, t, x, count, table, mode, ov, global),
+        _ => Launch<HybCode>(TrellisCodeKind.Hyb, l, k, t, x, count, table, mode, ov, global),
     };
 
     [Theory]
@@ -79,6 +81,10 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
 
         var plain = Dispatch(name, l, k, t, x, count, table, ViterbiMode.Plain);
         var two = Dispatch(name, l, k, t, x, count, table, ViterbiMode.TwoPass);
+        // The same kernel with the group minima in global memory (the V = 1, L = 16 layout) gives the same walks.
+        var twoGlobal = Dispatch(name, l, k, t, x, count, table, ViterbiMode.TwoPass, global: true);
+        Assert.Equal(two.States, twoGlobal.States);
+        Assert.Equal(two.Mse, twoGlobal.Mse);
         int groups = 1 << (l - kv);
         var costs = Dispatch(name, l, k, t, x, count, table, ViterbiMode.OverlapCost);
         for (int b = 0; b < count; b++)
