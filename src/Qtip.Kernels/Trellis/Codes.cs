@@ -120,15 +120,12 @@ public readonly struct ThreeInstCode : ITrellisCode
     {
         // Both halves are normal fp16 numbers in ±[0.125, 2) (exponent field 12…15), so their float32 sum is exact
         // and rounding it once to fp16 precision is exactly the fp16 addition.
-        float sum = HalfBitsToFloat(symbol & 0xFFFFu) + HalfBitsToFloat(symbol >> 16);
+        // The halves widen exactly (one cvt.f32.f16 each on CUDA). ILGPU.Half addition is not used: its software
+        // float→half conversion on the CPU accelerator truncates instead of rounding to nearest even.
+        float sum = (float)Interop.IntAsFloat((ushort)(symbol & 0xFFFFu)) + (float)Interop.IntAsFloat((ushort)(symbol >> 16));
         v0 = RoundToHalfPrecision(sum);
         v1 = 0f;
     }
-
-    /// <summary>Bits of a normal fp16 number → float32 (sign, exponent rebased by 127 − 15, mantissa shifted by 13).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static float HalfBitsToFloat(uint h) =>
-        Interop.IntAsFloat(((h & 0x8000u) << 16) | (((h & 0x7FFFu) + ((127u - 15u) << 10)) << 13));
 
     /// <summary>Rounds a float32 in the fp16 normal range to 11 significant bits, round to nearest even.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
