@@ -174,18 +174,20 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
     {
         this.device = device;
         var acc = device.Accelerator;
+        // Compiled for the largest group the plans use: on CUDA this emits .maxntid, so ptxas keeps the kernel within
+        // 64 registers per thread and a 1024-thread group can always launch.
+        var spec = new KernelSpecialization(device.MaxGroupSize, null);
         kernels =
         [
-            new(() => Load(acc, Kernel<TCode, DirectCost, SharedMinima>)),
-            new(() => Load(acc, Kernel<TCode, DirectCost, GlobalMinima>)),
-            new(() => Load(acc, Kernel<TCode, TableCost, SharedMinima>)),
-            new(() => Load(acc, Kernel<TCode, TableCost, GlobalMinima>)),
+            new(() => Load(acc, Kernel<TCode, DirectCost, SharedMinima>, spec)),
+            new(() => Load(acc, Kernel<TCode, DirectCost, GlobalMinima>, spec)),
+            new(() => Load(acc, Kernel<TCode, TableCost, SharedMinima>, spec)),
+            new(() => Load(acc, Kernel<TCode, TableCost, GlobalMinima>, spec)),
         ];
     }
 
-    private static Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams> Load(
-        Accelerator acc, Action<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams> kernel) =>
-        acc.LoadKernel(kernel);
+    private static Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams> Load(Accelerator acc, Action<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams> kernel, KernelSpecialization spec) =>
+        acc.LoadKernel<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams>>(kernel.Method, spec);
 
     public static Viterbi<TCode> Create(QtipDevice device) => new(device);
 
