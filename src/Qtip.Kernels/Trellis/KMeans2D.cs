@@ -54,7 +54,9 @@ public sealed class KMeans2D : IKernelSet<KMeans2D>
         if (count == 0)
             return;
         int group = Math.Min(device.MaxGroupSize, 256);
-        int groups = (int)Math.Min((count + group - 1) / group, 4096);
+        // A few groups per multiprocessor, each thread looping over samples: the distance total then costs one atomic
+        // per thread instead of one per sample on a single address.
+        int groups = (int)Math.Min((count + group - 1) / group, Math.Max(1, 8 * device.Accelerator.NumMultiprocessors));
         var config = new KernelConfig(groups, group, SharedMemoryConfig.RequestDynamic<float>(2 * k));
         kernel(stream, config, samples, centroids, sums, new AssignParams(count, k));
     }
@@ -72,6 +74,7 @@ public sealed class KMeans2D : IKernelSet<KMeans2D>
             c[i] = centroids[i];
         Group.Barrier();
         int stride = Grid.DimX * Group.DimX;
+        long distance = 0;
         for (int s = (Grid.IdxX * Group.DimX) + Group.IdxX; s < p.Count; s += stride)
         {
             float x = samples[2L * s];
@@ -92,7 +95,9 @@ public sealed class KMeans2D : IKernelSet<KMeans2D>
             Atomic.Add(ref sums[arg], (long)(x * (float)FixedScale));
             Atomic.Add(ref sums[p.K + arg], (long)(y * (float)FixedScale));
             Atomic.Add(ref sums[(2 * p.K) + arg], 1L);
-            Atomic.Add(ref sums[3 * p.K], (long)(XMath.Sqrt(best) * (float)FixedScale));
+            distance += (long)(XMath.Sqrt(best) * (float)FixedScale);
         }
+        if (distance != 0)
+            Atomic.Add(ref sums[3 * p.K], distance);
     }
 }
