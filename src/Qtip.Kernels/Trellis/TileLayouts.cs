@@ -52,6 +52,26 @@ public readonly struct GenericLayout : ITileLayout
 }
 
 /// <summary>
+/// The generic per-tile words, with the tiles stored column-major ("band-major": tile (tr, tc) is row tc·(m/16) + tr).
+/// This is the order in which BlockLDLQ produces them, one 16-column band (m/16 tiles) per quantizer call, so each
+/// call writes one contiguous block; <see cref="TrellisRelayout"/> turns the whole matrix into the stored layout.
+/// </summary>
+public readonly struct BandMajorLayout : ITileLayout
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public long MemoryByte(int tile, int k, LayoutParams p)
+    {
+        int tr = tile / p.TilesPerRow;
+        int tc = tile - (tr * p.TilesPerRow);
+        return ((((long)tc * (p.M / 16)) + tr) * p.BytesPerTile) + (k ^ 1);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Position(int tile, int pos, LayoutParams p, out int row, out int col) =>
+        default(GenericLayout).Position(tile, pos, p, out row, out col);
+}
+
+/// <summary>
 /// The HYB kernel layout (spec §5, §6 and the golden byte rule): tiles in 2×2 blocks ordered row-pair-major; inside
 /// a block, lane ℓ &lt; 32 owns stream bytes Kℓ…Kℓ+K−1 of each tile, stored lane-major, then column tile, then row
 /// tile, the K bytes reversed. Sequence position p = 32b + 8e + 4d + 2a + f is element (8a + b, 8d + 2e + f) of the

@@ -220,7 +220,7 @@ public sealed class TrellisQuantizer : IDisposable
         var packed = generic.View;
         if (layout == TileLayoutKind.Kernel)
         {
-            Device.Get<TrellisRelayout>().ToKernelLayout(generic.View, m, n, K, final.View);
+            Device.Get<TrellisRelayout<GenericLayout, KernelLayout>>().Apply(generic.View, m, n, K, final.View);
             packed = final.View;
         }
         kernels.DecodeMatrix(Device, layout, packed, tiles, L, K, table.View, rec.View, m, n);

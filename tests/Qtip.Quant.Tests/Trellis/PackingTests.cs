@@ -70,7 +70,7 @@ public abstract class PackingTests(BackendKind backend) : BackendTest(backend)
             Assert.Equal(generic, Pack<GenericLayout>(states, tiles.Length, 16, k, 2, 256));
             using var g = acc.Allocate1D(generic);
             using var kl = acc.Allocate1D<short>(generic.Length);
-            Device.Get<TrellisRelayout>().ToKernelLayout(g.View, m, n, k, kl.View);
+            Device.Get<TrellisRelayout<GenericLayout, KernelLayout>>().Apply(g.View, m, n, k, kl.View);
             Assert.Equal(expected, kl.GetAsArray1D());
 
             Assert.Equal(states, Unpack<HybCode, KernelLayout>(expected, tiles.Length, 16, k, 256, m, n));

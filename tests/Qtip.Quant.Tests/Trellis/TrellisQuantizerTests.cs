@@ -163,6 +163,46 @@ public abstract class TrellisQuantizerTests(BackendKind backend) : BackendTest(b
         }
     }
 
+    [Theory]
+    [InlineData(TileLayoutKind.Generic)]
+    [InlineData(TileLayoutKind.Kernel)]
+    public void ColumnBands_AsBlockLdlqCallsThem_AssembleTheSameMatrix(TileLayoutKind layout)
+    {
+        const int m = 64, n = 64, l = 8, k = 3;
+        var w = Rng.Gaussian(m * n, 32);
+        using var q = new TrellisQuantizer(Device, TrellisCodebook.RandomLut(l, 2, 6), l, k);
+        var whole = q.QuantizeMatrix(w, m, n, TailBiting.Approx, layout);
+        var acc = Device.Accelerator;
+        int rows = m / 16, words = q.WordsPerSequence;
+        using var wd = acc.Allocate1D(w);
+        using var seq = acc.Allocate1D<float>(rows * 256);
+        using var s = acc.Allocate1D<uint>(rows * q.Steps);
+        using var r = acc.Allocate1D<float>(rows * 256);
+        using var mse = acc.Allocate1D<float>(rows);
+        using var bands = acc.Allocate1D<short>((n / 16) * rows * words);
+        using var rec = acc.Allocate1D<float>(m * n);
+        using var packed = acc.Allocate1D<short>((n / 16) * rows * words);
+        for (int j = n / 16 - 1; j >= 0; j--)
+        {
+            // One call per 16-column block, all m/16 tiles batched; the words land contiguously, band-major.
+            if (layout == TileLayoutKind.Kernel)
+                Device.Get<TileGather<KernelLayout>>().Gather(wd.View, m, n, j, 1, seq.View);
+            else
+                Device.Get<TileGather<GenericLayout>>().Gather(wd.View, m, n, j, 1, seq.View);
+            q.Quantize(seq.View, rows, TailBiting.Approx, s.View, r.View, mse.View, bands.View.SubView(j * rows * words, rows * words));
+            if (layout == TileLayoutKind.Kernel)
+                Device.Get<TileGather<KernelLayout>>().Scatter(r.View, m, n, j, 1, rec.View);
+            else
+                Device.Get<TileGather<GenericLayout>>().Scatter(r.View, m, n, j, 1, rec.View);
+        }
+        if (layout == TileLayoutKind.Kernel)
+            Device.Get<TrellisRelayout<BandMajorLayout, KernelLayout>>().Apply(bands.View, m, n, k, packed.View);
+        else
+            Device.Get<TrellisRelayout<BandMajorLayout, GenericLayout>>().Apply(bands.View, m, n, k, packed.View);
+        Assert.Equal(whole.Trellis, packed.GetAsArray1D());
+        Assert.Equal(whole.Reconstruction, rec.GetAsArray1D());
+    }
+
     [Fact]
     public void DeviceViews_BatchInOneCall_MatchesHostOverload()
     {
