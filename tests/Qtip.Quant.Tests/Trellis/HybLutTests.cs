@@ -114,3 +114,6 @@ public sealed class HybLutTestsCpu() : HybLutTests(BackendKind.Cpu);
 
 [Trait("Category", "Gpu")]
 public sealed class HybLutTestsCuda() : HybLutTests(BackendKind.Cuda);
+
+[Trait("Category", "Gpu")]
+public sealed class HybLutTestsOpenCL() : HybLutTests(BackendKind.OpenCL);

@@ -141,3 +141,6 @@ public sealed class PackingTestsCpu() : PackingTests(BackendKind.Cpu);
 
 [Trait("Category", "Gpu")]
 public sealed class PackingTestsCuda() : PackingTests(BackendKind.Cuda);
+
+[Trait("Category", "Gpu")]
+public sealed class PackingTestsOpenCL() : PackingTests(BackendKind.OpenCL);

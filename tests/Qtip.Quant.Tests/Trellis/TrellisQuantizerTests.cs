@@ -264,3 +264,6 @@ public sealed class TrellisQuantizerTestsCpu() : TrellisQuantizerTests(BackendKi
 
 [Trait("Category", "Gpu")]
 public sealed class TrellisQuantizerTestsCuda() : TrellisQuantizerTests(BackendKind.Cuda);
+
+[Trait("Category", "Gpu")]
+public sealed class TrellisQuantizerTestsOpenCL() : TrellisQuantizerTests(BackendKind.OpenCL);

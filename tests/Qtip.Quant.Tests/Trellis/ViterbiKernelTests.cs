@@ -128,3 +128,6 @@ public sealed class ViterbiKernelTestsCpu() : ViterbiKernelTests(BackendKind.Cpu
 
 [Trait("Category", "Gpu")]
 public sealed class ViterbiKernelTestsCuda() : ViterbiKernelTests(BackendKind.Cuda);
+
+[Trait("Category", "Gpu")]
+public sealed class ViterbiKernelTestsOpenCL() : ViterbiKernelTests(BackendKind.OpenCL);
