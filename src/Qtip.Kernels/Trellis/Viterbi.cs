@@ -156,7 +156,9 @@ public sealed class ViterbiWorkspace : IDisposable
 /// steps = 256 KB per sequence, 32× less than int64 states), written as whole bytes or words per thread, and read
 /// back by one thread for the traceback (N dependent loads; a few % of a pass).</para>
 ///
-/// <para><b>Ties</b> go to the smallest d, and in the final argmin to the smallest group.</para>
+/// <para><b>Ties</b> go to the smallest d, and in the final argmin to the smallest state — the first index, as in the
+/// reference, whose walks these reproduce bit for bit on the golden vectors (HYB has 64 states per 2-D point, so
+/// exact ties are common there).</para>
 /// </summary>
 public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : struct, ITrellisCode
 {
@@ -167,6 +169,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
     public const int MaxSharedBytes = 48 * 1024;
 
     private readonly QtipDevice device;
+
     /// <summary>[table mode, global minima] → the loaded kernel (each compiled on first use).</summary>
     private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams>>[] kernels;
 
