@@ -94,6 +94,18 @@ public sealed class CodesTests
     }
 
     [Fact]
+    public void TableRounding_ReproducesTheCheckpointLuts()
+    {
+        var hyb = Golden.GetProperty("hyb");
+        var kmeans = GoldenJson.Flat(hyb.GetProperty("lut_float32_kmeans"));
+        Assert.Equal(GoldenJson.Flat(hyb.GetProperty("lut_fp16")), TableRounding.ToHalf(kmeans));
+        Assert.Equal(GoldenJson.Flat(hyb.GetProperty("lut_bf16_rounded")), TableRounding.ToBFloat16(kmeans));
+        var rms = Golden.GetProperty("code_rms_for_Wscale");
+        Assert.Equal(rms.GetProperty("fp16_cast").GetProperty("hyb").GetDouble(), TrellisCodebook.Hyb(TableRounding.ToHalf(kmeans)).Rms(16), 6);
+        Assert.Equal(rms.GetProperty("bf16_cast").GetProperty("hyb").GetDouble(), TrellisCodebook.Hyb(TableRounding.ToBFloat16(kmeans)).Rms(16), 6);
+    }
+
+    [Fact]
     public void Codebooks_RejectBadTables()
     {
         Assert.Throws<ArgumentException>(() => TrellisCodebook.Hyb(new float[1000]));
