@@ -79,10 +79,16 @@ public enum ViterbiMode
 /// <param name="SharedBytes">Dynamic shared memory per group.</param>
 /// <param name="BackPointerStepBytes">Bytes of back-pointers per step.</param>
 /// <param name="Slots">Groups launched (persistent: each loops over items); scratch is allocated per slot.</param>
+/// <param name="Interleaved">Thread t owns groups t + r·Threads instead of t·R + r (with global minima, when every
+/// thread is active and a warp spans at least one back-pointer word: 32/Bb lanes).</param>
 public sealed record ViterbiPlan(
     int L, int K, int V, int T, int Threads, int ActiveThreads, int GroupsPerThread, int BackPointerBits,
-    int TableSymbols, bool GlobalCosts, int SharedBytes, int BackPointerStepBytes, int Slots)
+    int TableSymbols, bool GlobalCosts, int SharedBytes, int BackPointerStepBytes, int Slots, bool Interleaved)
 {
+    /// <summary>Whether the interleaved ownership is possible for this plan on a device with the given warp size.</summary>
+    public bool CanInterleave(int warpSize) =>
+        ActiveThreads == Threads && warpSize * BackPointerBits >= 32 && Threads % warpSize == 0;
+
     public int KV => K * V;
 
     /// <summary>Trellis steps per sequence, N = T/V.</summary>
@@ -230,7 +236,8 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         long perSlot = ((long)steps * stepBytes) + (globalCosts ? 8L * groups : 0);
         long resident = (long)device.Accelerator.NumMultiprocessors * Math.Max(1, device.Accelerator.MaxNumThreadsPerMultiprocessor / threads);
         long slots = Math.Clamp(memoryBudget / perSlot, 1, Math.Max(1, 4 * resident));
-        return new ViterbiPlan(l, k, v, t, threads, active, r, bpBits, symbols, globalCosts, (int)(4 * sharedFloats), stepBytes, (int)slots);
+        var plan = new ViterbiPlan(l, k, v, t, threads, active, r, bpBits, symbols, globalCosts, (int)(4 * sharedFloats), stepBytes, (int)slots, false);
+        return plan with { Interleaved = globalCosts && plan.CanInterleave(warp) };
     }
 
     /// <summary>
@@ -249,6 +256,8 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         if (!ReferenceEquals(workspace.Plan, plan) && workspace.Plan != plan)
             throw new ArgumentException("Viterbi: the workspace was made for another plan", nameof(workspace));
         ArgumentOutOfRangeException.ThrowIfNegative(count);
+        if (plan.Interleaved && !plan.CanInterleave(device.WarpSize))
+            throw new ArgumentException($"Viterbi: interleaved ownership needs every thread active and 32/Bb = {32 / plan.BackPointerBits} ≤ warp size {device.WarpSize}", nameof(plan));
         int steps = plan.Steps;
         long sequences = mode == ViterbiMode.OverlapCost ? (count + plan.Groups - 1) / plan.Groups : count;
         if (mode == ViterbiMode.OverlapCost && count % plan.Groups != 0)
@@ -277,7 +286,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         var p = new ViterbiParams(
             plan.L, plan.KV, plan.T, steps, plan.Groups, 1 << plan.KV, plan.GroupsPerThread, plan.BackPointerBits,
             plan.ActiveThreads, count, (int)mode, (plan.T / (2 * v)) * v, plan.TableSymbols, plan.GlobalCosts ? 1 : 0,
-            plan.BackPointerStepBytes, plan.BackPointerSlotBytes, xOff, eOff, gmOff, stOff, redOff, warps);
+            plan.BackPointerStepBytes, plan.BackPointerSlotBytes, xOff, eOff, gmOff, stOff, redOff, warps, plan.Interleaved ? 1 : 0);
         int grid = (int)Math.Min(count, plan.Slots);
         var config = new KernelConfig(grid, plan.Threads, SharedMemoryConfig.RequestDynamic<float>(plan.SharedBytes / 4));
         ArrayView<uint> bpWords = workspace.BackPointers.View;
@@ -419,7 +428,13 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         Group.Barrier();
 
         bool active = tid < p.Active;
-        int g0 = tid * p.R;
+        // Contiguous ownership (groups tid·R … tid·R + R − 1: a thread's back-pointers are whole bytes or words), or
+        // interleaved (groups tid + r·Active: a warp's loads of gm_{t−1} are consecutive, which matters when gm lives
+        // in global memory; back-pointer words are assembled with warp shuffles).
+        bool interleaved = p.Interleaved != 0;
+        int g0 = interleaved ? tid : tid * p.R;
+        int gStride = interleaved ? p.Active : 1;
+        int lanesPerWord = 32 / p.Bb;
         int top = p.L - p.KV;
         int kv = p.KV;
         int dCount = p.D;
@@ -444,7 +459,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
                 long stepByte = bpBase + ((long)t * p.BpStepBytes);
                 for (int r = 0; r < rCount; r++)
                 {
-                    int g = g0 + r;
+                    int g = g0 + (r * gStride);
                     float best = float.PositiveInfinity;
                     int arg = 0;
                     for (int d = 0; d < dCount; d++)
@@ -472,6 +487,17 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
                         arg = better ? d : arg;
                     }
                     StoreGm<TStore>(sh, gmGlobal, gmBase, p, nextBase + g, best);
+                    if (interleaved)
+                    {
+                        // 32/Bb neighbouring lanes hold one word's entries: OR them together, the first lane writes.
+                        int lane = Warp.LaneIdx & (lanesPerWord - 1);
+                        uint word = (uint)arg << (lane * bb);
+                        for (int off = 1; off < lanesPerWord; off <<= 1)
+                            word |= Warp.ShuffleXor(word, off);
+                        if (store && lane == 0)
+                            bpWords[(stepByte >> 2) + ((g * bb) >> 5)] = word;
+                        continue;
+                    }
                     // Bits relative to the thread's first group; when R·Bb ≥ 32 that group starts a word.
                     int rel = r * bb;
                     acc |= (uint)arg << (rel & 31);
@@ -483,7 +509,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
                     }
                 }
                 int bits = rCount * bb;
-                if (store && bits < 32)
+                if (store && !interleaved && bits < 32)
                 {
                     long first = stepByte + ((g0 * bb) >> 3);
                     for (int j = 0; j < (bits + 7) >> 3; j++)
@@ -535,10 +561,12 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         int arg = int.MaxValue;
         if (Group.IdxX < p.Active)
         {
-            int g0 = Group.IdxX * p.R;
+            bool interleaved = p.Interleaved != 0;
+            int g0 = interleaved ? Group.IdxX : Group.IdxX * p.R;
+            int gStride = interleaved ? p.Active : 1;
             for (int r = 0; r < p.R; r++)
             {
-                int g = g0 + r;
+                int g = g0 + (r * gStride);
                 float c = LoadGm<TStore>(sh, gmGlobal, gmBase, p, fin + g);
                 if (c <= best)
                 {
@@ -651,7 +679,8 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
 /// <summary>Parameters of the Viterbi kernel (see <see cref="Viterbi{TCode}"/>); offsets are in floats of dynamic shared memory.</summary>
 public readonly struct ViterbiParams(
     int l, int kv, int t, int n, int g, int d, int r, int bb, int active, int count, int mode, int rotation,
-    int symbols, int globalGm, int bpStepBytes, long bpSlotBytes, int xOff, int eOff, int gmOff, int stOff, int redOff, int warps)
+    int symbols, int globalGm, int bpStepBytes, long bpSlotBytes, int xOff, int eOff, int gmOff, int stOff, int redOff, int warps,
+    int interleaved)
 {
     public readonly int L = l;
     public readonly int KV = kv;
@@ -675,4 +704,5 @@ public readonly struct ViterbiParams(
     public readonly int StOff = stOff;
     public readonly int RedOff = redOff;
     public readonly int Warps = warps;
+    public readonly int Interleaved = interleaved;
 }

@@ -19,7 +19,7 @@ namespace Qtip.Tool.Commands;
 /// </summary>
 public static class BenchDistortionCommand
 {
-    public sealed record PlanInfo(int Threads, int GroupsPerThread, int BackPointerBits, int TableSymbols, bool GlobalCosts, int SharedBytes, int Slots, long ScratchBytes);
+    public sealed record PlanInfo(int Threads, int GroupsPerThread, int BackPointerBits, int TableSymbols, bool GlobalCosts, bool Interleaved, int SharedBytes, int Slots, long ScratchBytes);
 
     public sealed record Result(
         string Device, string Backend, string Date, string Code, int K, int L, int V, int T, int Sequences, int Seed,
@@ -153,7 +153,7 @@ public static class BenchDistortionCommand
                 o.TailBiting.ToLowerInvariant(), scaleMode is "rms" or "search" ? scaleMode : "fixed", scaleUsed, rms, mean, stdErr, bound,
                 10 * Math.Log10(mean / bound), totalSeconds, kernelSeconds, o.Sequences / totalSeconds, o.Sequences / kernelSeconds,
                 kernelSeconds / totalSeconds,
-                new PlanInfo(plan.Threads, plan.GroupsPerThread, plan.BackPointerBits, plan.TableSymbols, plan.GlobalCosts, plan.SharedBytes, plan.Slots, plan.ScratchBytes),
+                new PlanInfo(plan.Threads, plan.GroupsPerThread, plan.BackPointerBits, plan.TableSymbols, plan.GlobalCosts, plan.Interleaved, plan.SharedBytes, plan.Slots, plan.ScratchBytes),
                 "qtip bench distortion " + commandLine);
             Print(result);
             Output.WriteJson(o.Json, result);
@@ -230,7 +230,7 @@ public static class BenchDistortionCommand
                 ["throughput, full call", $"{r.SequencesPerSecond:F1} sequences/s ({r.SecondsTotal:F3} s)"],
                 ["throughput, Viterbi only", $"{r.KernelSequencesPerSecond:F1} sequences/s ({r.SecondsKernel:F3} s, {r.KernelShare:P0} of the call)"],
                 ["Viterbi launch", $"{plan.Threads} threads, R = {plan.GroupsPerThread}, {plan.BackPointerBits}-bit back-pointers, " +
-                    $"{(plan.TableSymbols > 0 ? $"{plan.TableSymbols}-entry error table" : "direct decode")}, minima in {(plan.GlobalCosts ? "global" : "shared")} memory, " +
+                    $"{(plan.TableSymbols > 0 ? $"{plan.TableSymbols}-entry error table" : "direct decode")}, minima in {(plan.GlobalCosts ? "global" : "shared")} memory{(plan.Interleaved ? " (interleaved groups)" : "")}, " +
                     $"{plan.SharedBytes} B shared, {plan.Slots} groups, {Output.Bytes(plan.ScratchBytes)} scratch"],
             ]);
     }

@@ -22,7 +22,7 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
         var vit = Device.Get<Viterbi<TCode>>();
         var plan = vit.Plan(l, k, t, Codes.SymbolBits(kind, l));
         if (global)
-            plan = plan with { GlobalCosts = true };
+            plan = plan with { GlobalCosts = true, Interleaved = plan.CanInterleave(Device.WarpSize) };
         using var ws = new ViterbiWorkspace(Device, plan);
         int n = t / default(TCode).V;
         int items = mode == ViterbiMode.OverlapCost ? count * plan.Groups : count;
@@ -45,7 +45,16 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
         { "3inst", 8, 2, 32 },
         { "hyb", 10, 2, 32 },
         { "hyb", 9, 4, 16 },
+        { "lut2", 10, 3, 32 },
     };
+
+    [Fact]
+    public void GlobalMinima_InterleavedOwnership_IsExercised()
+    {
+        // lut2 at L = 10, K = 3: KV = 6, 8-bit back-pointers, 16 groups: one word per 4 lanes, every thread active.
+        var plan = Device.Get<Viterbi<Lut2Code>>().Plan(10, 3, 32, Codes.SymbolBits(TrellisCodeKind.Lut, 10));
+        Assert.True(plan.CanInterleave(Device.WarpSize));
+    }
 
     private (TrellisCodeKind Kind, int V, float[]? Table) Code(string name, int l)
     {
