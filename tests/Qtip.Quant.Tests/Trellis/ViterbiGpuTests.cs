@@ -8,7 +8,8 @@ namespace Qtip.Quant.Tests.Trellis;
 
 /// <summary>
 /// GPU only: the CUDA Viterbi at production sizes (L = 12…16, T = 256) against the float64 reference and against the
-/// CPU accelerator, on a few sequences. Covers both shared- and global-memory group minima and both cost modes.
+/// CPU accelerator, on a few sequences. Covers shared and global (interleaved, 1/2/4-bit back-pointers) group minima
+/// and both cost modes.
 /// </summary>
 [Trait("Category", "Gpu")]
 public sealed class ViterbiGpuTests
@@ -22,6 +23,8 @@ public sealed class ViterbiGpuTests
         { "hyb", 16, 4 },
         { "3inst", 16, 2 },
         { "1mad", 14, 3 },
+        { "1mad", 16, 3 },
+        { "3inst", 16, 1 },
         { "lut", 12, 1 },
         { "lut", 12, 4 },
     };
