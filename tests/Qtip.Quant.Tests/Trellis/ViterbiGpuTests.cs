@@ -67,7 +67,10 @@ public sealed class ViterbiGpuTests
             if (ov == ovRef)
                 Assert.True(Math.Abs(sse - sseRef) <= CostTolerance * (1 + sseRef));
             Assert.Equal(sse / t, g.Mse[b], 1e-5);
-            Assert.Equal(c.Mse[b], g.Mse[b], 1e-5);
+            // fp32 rounding differs between backends (FMA contraction on CUDA): compare with the CPU accelerator when both
+            // passes picked the same overlap (a near-tie in pass 1 may legitimately pick another).
+            if ((int)(c.States[b * n] >> kv) == ov)
+                Assert.Equal(c.Mse[b], g.Mse[b], 1e-5);
         }
         Assert.Equal(g.Packed!.Length, c.Packed!.Length);
         Assert.Equal(g.Reconstruction, qg.Decode(g.Packed));
