@@ -22,17 +22,23 @@ public static class KernelLoader
     private const string GlobalFence = "CLK_GLOBAL_MEM_FENCE";
     private const string BothFences = "CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE";
 
-    public static TDelegate Load<TDelegate>(Accelerator accelerator, Delegate kernel) where TDelegate : Delegate
+    public static TDelegate Load<TDelegate>(Accelerator accelerator, Delegate kernel) where TDelegate : Delegate =>
+        Load<TDelegate>(accelerator, kernel.Method, KernelSpecialization.Empty);
+
+    /// <summary>As <see cref="Load{TDelegate}(Accelerator, Delegate)"/>, with a specialization (e.g. the maximum group
+    /// size, which becomes <c>.maxntid</c> on CUDA and caps the registers per thread).</summary>
+    public static TDelegate Load<TDelegate>(Accelerator accelerator, MethodInfo method, KernelSpecialization specialization) where TDelegate : Delegate
     {
-        var method = kernel.Method;
-        Kernel loaded = accelerator is CLAccelerator ? LoadPatchedOpenCL(accelerator, method) : accelerator.LoadKernel(method);
+        Kernel loaded = accelerator is CLAccelerator
+            ? LoadPatchedOpenCL(accelerator, method, specialization)
+            : accelerator.LoadKernel(method, specialization);
         return loaded.CreateLauncherDelegate<TDelegate>();
     }
 
-    private static Kernel LoadPatchedOpenCL(Accelerator accelerator, MethodInfo method)
+    private static Kernel LoadPatchedOpenCL(Accelerator accelerator, MethodInfo method, KernelSpecialization specialization)
     {
         var entry = EntryPointDescription.FromExplicitlyGroupedKernel(method);
-        var compiled = (CLCompiledKernel)accelerator.CompileKernel(entry);
+        var compiled = (CLCompiledKernel)accelerator.CompileKernel(entry, specialization);
         var entryPoint = typeof(CompiledKernel).GetProperty("EntryPoint", BindingFlags.Instance | BindingFlags.NonPublic | BindingFlags.Public)?.GetValue(compiled)
             as SeparateViewEntryPoint
             ?? throw new InvalidOperationException("ILGPU changed: CompiledKernel.EntryPoint not found; the OpenCL barrier fix-up needs updating");

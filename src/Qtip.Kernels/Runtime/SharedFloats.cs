@@ -27,3 +27,11 @@ public readonly struct StaticSharedFloats : ISharedFloats
 
     public ArrayView<float> Get() => SharedMemory.Allocate<float>(Capacity);
 }
+
+/// <summary>A static 48 KiB shared allocation (for OpenCL kernels that size their shared use up to the CUDA limit).</summary>
+public readonly struct LargeStaticSharedFloats : ISharedFloats
+{
+    public const int Capacity = 12288;
+
+    public ArrayView<float> Get() => SharedMemory.Allocate<float>(Capacity);
+}

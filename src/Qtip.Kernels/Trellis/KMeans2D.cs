@@ -21,12 +21,16 @@ public sealed class KMeans2D : IKernelSet<KMeans2D>
     public const int MaxCentroids = 4096;
 
     private readonly QtipDevice device;
+    private readonly bool staticShared;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<long>, AssignParams> kernel;
 
     private KMeans2D(QtipDevice device)
     {
         this.device = device;
-        kernel = device.Accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<long>, AssignParams>(Kernel);
+        staticShared = device.Kind == BackendKind.OpenCL;
+        kernel = staticShared
+            ? device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<long>, AssignParams>(Kernel<StaticSharedFloats>)
+            : device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<long>, AssignParams>(Kernel<DynamicSharedFloats>);
     }
 
     public static KMeans2D Create(QtipDevice device) => new(device);
@@ -57,7 +61,9 @@ public sealed class KMeans2D : IKernelSet<KMeans2D>
         // A few groups per multiprocessor, each thread looping over samples: the distance total then costs one atomic
         // per thread instead of one per sample on a single address.
         int groups = (int)Math.Min((count + group - 1) / group, Math.Max(1, 8 * device.Accelerator.NumMultiprocessors));
-        var config = new KernelConfig(groups, group, SharedMemoryConfig.RequestDynamic<float>(2 * k));
+        var config = staticShared
+            ? new KernelConfig(groups, group)
+            : new KernelConfig(groups, group, SharedMemoryConfig.RequestDynamic<float>(2 * k));
         kernel(stream, config, samples, centroids, sums, new AssignParams(count, k));
     }
 
@@ -67,9 +73,10 @@ public sealed class KMeans2D : IKernelSet<KMeans2D>
         public readonly int K = k;
     }
 
-    internal static void Kernel(ArrayView<float> samples, ArrayView<float> centroids, ArrayView<long> sums, AssignParams p)
+    internal static void Kernel<TShared>(ArrayView<float> samples, ArrayView<float> centroids, ArrayView<long> sums, AssignParams p)
+        where TShared : struct, ISharedFloats
     {
-        var c = SharedMemory.GetDynamic<float>();
+        var c = default(TShared).Get();
         for (int i = Group.IdxX; i < 2 * p.K; i += Group.DimX)
             c[i] = centroids[i];
         Group.Barrier();

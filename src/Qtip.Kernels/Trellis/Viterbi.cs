@@ -177,6 +177,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
     private readonly QtipDevice device;
 
     /// <summary>[table mode, global minima] → the loaded kernel (each compiled on first use).</summary>
+    private readonly bool staticShared;
     private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams>>[] kernels;
 
     private Viterbi(QtipDevice device)
@@ -186,17 +187,27 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         // Compiled for the largest group the plans use: on CUDA this emits .maxntid, so ptxas keeps the kernel within
         // 64 registers per thread and a 1024-thread group can always launch.
         var spec = new KernelSpecialization(device.MaxGroupSize, null);
-        kernels =
-        [
-            new(() => Load(acc, Kernel<TCode, DirectCost, SharedMinima>, spec)),
-            new(() => Load(acc, Kernel<TCode, DirectCost, GlobalMinima>, spec)),
-            new(() => Load(acc, Kernel<TCode, TableCost, SharedMinima>, spec)),
-            new(() => Load(acc, Kernel<TCode, TableCost, GlobalMinima>, spec)),
-        ];
+        // OpenCL: a static 48 KiB buffer instead of dynamic local memory (see SharedFloats), and the barrier fix-up.
+        staticShared = device.Kind == BackendKind.OpenCL;
+        kernels = staticShared
+            ?
+            [
+                new(() => Load(acc, Kernel<TCode, DirectCost, SharedMinima, LargeStaticSharedFloats>, spec)),
+                new(() => Load(acc, Kernel<TCode, DirectCost, GlobalMinima, LargeStaticSharedFloats>, spec)),
+                new(() => Load(acc, Kernel<TCode, TableCost, SharedMinima, LargeStaticSharedFloats>, spec)),
+                new(() => Load(acc, Kernel<TCode, TableCost, GlobalMinima, LargeStaticSharedFloats>, spec)),
+            ]
+            :
+            [
+                new(() => Load(acc, Kernel<TCode, DirectCost, SharedMinima, DynamicSharedFloats>, spec)),
+                new(() => Load(acc, Kernel<TCode, DirectCost, GlobalMinima, DynamicSharedFloats>, spec)),
+                new(() => Load(acc, Kernel<TCode, TableCost, SharedMinima, DynamicSharedFloats>, spec)),
+                new(() => Load(acc, Kernel<TCode, TableCost, GlobalMinima, DynamicSharedFloats>, spec)),
+            ];
     }
 
     private static Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams> Load(Accelerator acc, Action<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams> kernel, KernelSpecialization spec) =>
-        acc.LoadKernel<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams>>(kernel.Method, spec);
+        KernelLoader.Load<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<byte>, ArrayView<float>, ViterbiParams>>(acc, kernel.Method, spec);
 
     public static Viterbi<TCode> Create(QtipDevice device) => new(device);
 
@@ -288,7 +299,9 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
             plan.ActiveThreads, count, (int)mode, (plan.T / (2 * v)) * v, plan.TableSymbols, plan.GlobalCosts ? 1 : 0,
             plan.BackPointerStepBytes, plan.BackPointerSlotBytes, xOff, eOff, gmOff, stOff, redOff, warps, plan.Interleaved ? 1 : 0);
         int grid = (int)Math.Min(count, plan.Slots);
-        var config = new KernelConfig(grid, plan.Threads, SharedMemoryConfig.RequestDynamic<float>(plan.SharedBytes / 4));
+        var config = staticShared
+            ? new KernelConfig(grid, plan.Threads)
+            : new KernelConfig(grid, plan.Threads, SharedMemoryConfig.RequestDynamic<float>(plan.SharedBytes / 4));
         ArrayView<uint> bpWords = workspace.BackPointers.View;
         var bpBytes = bpWords.Cast<byte>();
         var kernel = kernels[((plan.TableSymbols > 0) ? 2 : 0) + (plan.GlobalCosts ? 1 : 0)].Value;
@@ -307,15 +320,16 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
     // (TStore), so no view is ever a phi of two address spaces.
 
     /// <summary>One group per item (persistent over items); see the class comment.</summary>
-    internal static void Kernel<TC, TMode, TStore>(
+    internal static void Kernel<TC, TMode, TStore, TShared>(
         ArrayView<float> targets, ArrayView<float> codeTable, ArrayView<int> overlaps,
         ArrayView<uint> states, ArrayView<float> recon, ArrayView<float> result,
         ArrayView<uint> bpWords, ArrayView<byte> bpBytes, ArrayView<float> gmGlobal, ViterbiParams p)
         where TC : struct, ITrellisCode
         where TMode : struct, ICostMode
         where TStore : struct, IMinimaStore
+        where TShared : struct, ISharedFloats
     {
-        var sh = SharedMemory.GetDynamic<float>();
+        var sh = default(TShared).Get();
         var table = new DeviceTable(codeTable);
         int tid = Group.IdxX;
         int nt = Group.DimX;
