@@ -14,26 +14,38 @@ namespace Qtip.Kernels.Llama;
 /// by the group's shared memory: 48 KB on CUDA ≈ 12k positions); each warp takes every W-th position and its lanes
 /// split the head dimension, reducing with a warp all-reduce. Max and sum are group all-reduces; the weighted sum of
 /// V gives each thread one output dimension and a slice of the positions, and the slices meet in shared memory.
-/// All arithmetic is fp32, the softmax subtracts the row maximum, as Hugging Face's eager attention does.
+/// All arithmetic is fp32, the softmax subtracts the row maximum, as Hugging Face's eager attention does. Serial
+/// style (CPU simulator): one thread per (row, head) does all three passes, with its scores in a global scratch.
 /// </summary>
-public sealed class Attention : IKernelSet<Attention>
+public sealed class Attention : IKernelSet<Attention>, IDisposable
 {
     /// <summary>Shared floats reserved besides the scores (the partial sums of the V pass).</summary>
     private const int PartialFloats = 1024;
 
     private readonly QtipDevice device;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams> kernel;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams> serial;
+    private readonly Lock scratchLock = new();
+    private MemoryBuffer1D<float, Stride1D.Dense>? scratch;
 
     private Attention(QtipDevice device)
     {
         this.device = device;
         kernel = device.Accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(AttentionKernel);
+        serial = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(AttentionSerialKernel);
+        Style = Check.DefaultStyle(device);
     }
+
+    public KernelStyle Style { get; set; }
+
+    public void Dispose() => scratch?.Dispose();
 
     public static Attention Create(QtipDevice device) => new(device);
 
     /// <summary>Longest context (pos0 + rows) that fits this device's shared memory.</summary>
-    public int MaxPositions => (device.Accelerator.MaxSharedMemoryPerGroup / sizeof(float)) - PartialFloats - 64;
+    public int MaxPositions => Style == KernelStyle.Serial
+        ? 1 << 20
+        : (device.Accelerator.MaxSharedMemoryPerGroup / sizeof(float)) - PartialFloats - 64;
 
     /// <summary>
     /// q: rows × qStride (heads·headDim used, already rotated); caches: [positions × kvHeads·headDim] holding
@@ -65,9 +77,28 @@ public sealed class Attention : IKernelSet<Attention>
         long groups = (long)rows * heads;
         if (groups > int.MaxValue)
             throw new ArgumentException($"{op}: {rows}×{heads} groups exceed one launch", nameof(rows));
+        var p = new AttentionParams(qStride, pos0, heads, kvHeads, headDim, 1f / MathF.Sqrt(headDim), (int)positions);
+        if (Style == KernelStyle.Serial)
+        {
+            serial(stream ?? device.Accelerator.DefaultStream, (int)groups, q, kCache, vCache, output, Scratch(groups * positions), p);
+            return;
+        }
         var shared = SharedMemoryConfig.RequestDynamic<float>((int)positions + g);
-        kernel(stream ?? device.Accelerator.DefaultStream, new KernelConfig((int)groups, g, shared), q, kCache, vCache, output,
-            new AttentionParams(qStride, pos0, heads, kvHeads, headDim, 1f / MathF.Sqrt(headDim), (int)positions));
+        kernel(stream ?? device.Accelerator.DefaultStream, new KernelConfig((int)groups, g, shared), q, kCache, vCache, output, p);
+    }
+
+    /// <summary>Serial-style score scratch (rows·heads·positions floats), grown when a launch needs more.</summary>
+    private ArrayView<float> Scratch(long count)
+    {
+        lock (scratchLock)
+        {
+            if (scratch is null || scratch.Length < count)
+            {
+                scratch?.Dispose();
+                scratch = device.Accelerator.Allocate1D<float>(count);
+            }
+            return scratch.View.SubView(0, count);
+        }
     }
 
     public readonly struct AttentionParams(int qStride, int pos0, int heads, int kvHeads, int headDim, float scale, int positions)
@@ -163,6 +194,48 @@ public sealed class Attention : IKernelSet<Attention>
                     acc += scores[t] * vCache[((long)t * kvDim) + vb];
                 output[ob + d] = acc * inv;
             }
+        }
+    }
+
+    /// <summary>Serial style: thread i = (row r, head h) does scores, softmax and the weighted sum of V on its own.</summary>
+    internal static void AttentionSerialKernel(Index1D i, ArrayView<float> q, ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> output,
+        ArrayView<float> scratch, AttentionParams p)
+    {
+        int r = i / p.Heads;
+        int h = i - (r * p.Heads);
+        int kvh = h / (p.Heads / p.KvHeads);
+        int kvDim = p.KvHeads * p.HeadDim;
+        int last = p.Pos0 + r;
+        long qb = ((long)r * p.QStride) + (h * p.HeadDim);
+        long sb = (long)i.X * p.Positions;
+        float m = float.NegativeInfinity;
+        for (int t = 0; t <= last; t++)
+        {
+            long kb = ((long)t * kvDim) + (kvh * p.HeadDim);
+            float dot = 0f;
+            for (int d = 0; d < p.HeadDim; d++)
+                dot += q[qb + d] * kCache[kb + d];
+            dot *= p.Scale;
+            scratch[sb + t] = dot;
+            m = XMath.Max(m, dot);
+        }
+        float sum = 0f;
+        for (int t = 0; t <= last; t++)
+        {
+            float e = XMath.Exp(scratch[sb + t] - m);
+            scratch[sb + t] = e;
+            sum += e;
+        }
+        float inv = 1f / sum;
+        long ob = ((long)r * p.Heads * p.HeadDim) + (h * p.HeadDim);
+        for (int d = 0; d < p.HeadDim; d++)
+            output[ob + d] = 0f;
+        for (int t = 0; t <= last; t++)
+        {
+            float pt = scratch[sb + t] * inv;
+            long vb = ((long)t * kvDim) + (kvh * p.HeadDim);
+            for (int d = 0; d < p.HeadDim; d++)
+                output[ob + d] += pt * vCache[vb + d];
         }
     }
 }

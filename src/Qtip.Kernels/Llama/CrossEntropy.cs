@@ -9,18 +9,24 @@ namespace Qtip.Kernels.Llama;
 /// <summary>
 /// Per-row negative log-likelihood of a target id under the logits: nll[r] = logsumexp(logits[r, :]) −
 /// logits[r, targets[r]], fp32 with the row maximum subtracted (as log_softmax does). One group per row. Only
-/// rows×1 floats come back to the host, not the rows×vocab logits; the host sums them in double.
+/// rows×1 floats come back to the host, not the rows×vocab logits; the host sums them in double. Serial style (CPU
+/// simulator): one thread per row.
 /// </summary>
 public sealed class CrossEntropy : IKernelSet<CrossEntropy>
 {
     private readonly QtipDevice device;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, CrossEntropyParams> kernel;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, CrossEntropyParams> serial;
 
     private CrossEntropy(QtipDevice device)
     {
         this.device = device;
         kernel = device.Accelerator.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, CrossEntropyParams>(CrossEntropyKernel);
+        serial = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, CrossEntropyParams>(CrossEntropySerialKernel);
+        Style = Check.DefaultStyle(device);
     }
+
+    public KernelStyle Style { get; set; }
 
     public static CrossEntropy Create(QtipDevice device) => new(device);
 
@@ -33,7 +39,10 @@ public sealed class CrossEntropy : IKernelSet<CrossEntropy>
         Check.Length(op, "logits", logits, (long)rows * vocab, $"rows×vocab = {rows}×{vocab}");
         Check.Length(op, "targets", targets, rows, $"rows = {rows}");
         Check.Length(op, "nll", nll, rows, $"rows = {rows}");
-        kernel(stream ?? device.Accelerator.DefaultStream, new KernelConfig(rows, Check.GroupSize(device)), logits, targets, nll, new CrossEntropyParams(vocab));
+        if (Style == KernelStyle.Serial)
+            serial(stream ?? device.Accelerator.DefaultStream, rows, logits, targets, nll, new CrossEntropyParams(vocab));
+        else
+            kernel(stream ?? device.Accelerator.DefaultStream, new KernelConfig(rows, Check.GroupSize(device)), logits, targets, nll, new CrossEntropyParams(vocab));
     }
 
     public readonly struct CrossEntropyParams(int vocab)
@@ -54,5 +63,17 @@ public sealed class CrossEntropy : IKernelSet<CrossEntropy>
         s = GroupExtensions.AllReduce<float, AddFloat>(s);
         if (Group.IdxX == 0)
             nll[Grid.IdxX] = m + XMath.Log(s) - logits[b + targets[Grid.IdxX]];
+    }
+
+    internal static void CrossEntropySerialKernel(Index1D row, ArrayView<float> logits, ArrayView<int> targets, ArrayView<float> nll, CrossEntropyParams p)
+    {
+        long b = (long)row.X * p.Vocab;
+        float m = float.NegativeInfinity;
+        for (int i = 0; i < p.Vocab; i++)
+            m = XMath.Max(m, logits[b + i]);
+        float s = 0f;
+        for (int i = 0; i < p.Vocab; i++)
+            s += XMath.Exp(logits[b + i] - m);
+        nll[row] = m + XMath.Log(s) - logits[b + targets[row]];
     }
 }

@@ -9,12 +9,12 @@ namespace Qtip.Kernels.Llama;
 public sealed class HalfToFloat : IKernelSet<HalfToFloat>
 {
     private readonly QtipDevice device;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<Half>, ArrayView<float>> kernel;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<Half>, ArrayView<float>, SpanParams> kernel;
 
     private HalfToFloat(QtipDevice device)
     {
         this.device = device;
-        kernel = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<Half>, ArrayView<float>>(ConvertKernel);
+        kernel = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<Half>, ArrayView<float>, SpanParams>(ConvertKernel);
     }
 
     public static HalfToFloat Create(QtipDevice device) => new(device);
@@ -27,8 +27,23 @@ public sealed class HalfToFloat : IKernelSet<HalfToFloat>
             throw new ArgumentException($"HalfToFloat: {source.Length} elements exceed one launch", nameof(source));
         if (source.Length == 0)
             return;
-        kernel(stream ?? device.Accelerator.DefaultStream, (int)source.Length, source, destination);
+        int span = Check.Span(device, source.Length);
+        kernel(stream ?? device.Accelerator.DefaultStream, Check.Threads(source.Length, span), source, destination, new SpanParams((int)source.Length, span));
     }
 
-    internal static void ConvertKernel(Index1D i, ArrayView<Half> source, ArrayView<float> destination) => destination[i] = source[i];
+    internal static void ConvertKernel(Index1D i, ArrayView<Half> source, ArrayView<float> destination, SpanParams p)
+    {
+        int end = (i + 1) * p.Span;
+        if (end > p.Count)
+            end = p.Count;
+        for (int e = i * p.Span; e < end; e++)
+            destination[e] = source[e];
+    }
+}
+
+/// <summary>Elementwise launches: <see cref="Count"/> elements, <see cref="Span"/> per thread.</summary>
+public readonly struct SpanParams(int count, int span)
+{
+    public readonly int Count = count;
+    public readonly int Span = span;
 }

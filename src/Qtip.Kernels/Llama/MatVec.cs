@@ -27,12 +27,16 @@ public sealed class MatVec : IKernelSet<MatVec>
     private MatVec(QtipDevice device)
     {
         this.device = device;
+        Style = Check.DefaultStyle(device);
         var acc = device.Accelerator;
         f16 = acc.LoadKernel<ArrayView<Half>, ArrayView<Half>, ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatVecParams>(MatVecKernel<Half, F16>);
         f32 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatVecParams>(MatVecKernel<float, F32>);
     }
 
     public static MatVec Create(QtipDevice device) => new(device);
+
+    /// <summary>Grouped: S lanes per row with a shuffle reduction. Serial (CPU simulator): one thread per row, no shuffle.</summary>
+    public KernelStyle Style { get; set; }
 
     /// <summary>y (m0+m1+m2) = [W0;W1;W2] · x (n), fp16 weights. Pass m1 = m2 = 0 for a single matrix.</summary>
     public void Apply(ArrayView<Half> w0, int m0, ArrayView<Half> w1, int m1, ArrayView<Half> w2, int m2,
@@ -87,7 +91,7 @@ public sealed class MatVec : IKernelSet<MatVec>
         int warp = device.WarpSize;
         bool vec = n % 8 == 0;
         int chunks = vec ? n / 8 : n;
-        int lanes = Math.Min(warp, (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(1, chunks)));
+        int lanes = Style == KernelStyle.Serial ? 1 : Math.Min(warp, (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(1, chunks)));
         int group = Math.Max(warp, Check.GroupSize(device) / warp * warp);
         int rowsPerGroup = group / lanes;
         long groups = (outRows + rowsPerGroup - 1) / rowsPerGroup;

@@ -29,18 +29,22 @@ public sealed class RandomFill : IKernelSet<RandomFill>
     {
         if (data.Length > int.MaxValue)
             throw new ArgumentException($"RandomFill: {data.Length} elements exceed one launch", nameof(data));
-        f16(stream ?? device.Accelerator.DefaultStream, (int)data.Length, data, new RandomFillParams(seed, scale));
+        int span = Check.Span(device, data.Length);
+        f16(stream ?? device.Accelerator.DefaultStream, Check.Threads(data.Length, span), data, new RandomFillParams(seed, scale, (int)data.Length, span));
     }
 
     public void Apply(ArrayView<float> data, ulong seed, float scale, AcceleratorStream? stream = null)
     {
         if (data.Length > int.MaxValue)
             throw new ArgumentException($"RandomFill: {data.Length} elements exceed one launch", nameof(data));
-        f32(stream ?? device.Accelerator.DefaultStream, (int)data.Length, data, new RandomFillParams(seed, scale));
+        int span = Check.Span(device, data.Length);
+        f32(stream ?? device.Accelerator.DefaultStream, Check.Threads(data.Length, span), data, new RandomFillParams(seed, scale, (int)data.Length, span));
     }
 
-    public readonly struct RandomFillParams(ulong seed, float scale)
+    public readonly struct RandomFillParams(ulong seed, float scale, int count, int span)
     {
+        public readonly int Count = count;
+        public readonly int Span = span;
         public readonly ulong Seed = seed;
         public readonly float Scale = scale;
     }
@@ -55,9 +59,17 @@ public sealed class RandomFill : IKernelSet<RandomFill>
         return ((z >> 40) * (1f / (1 << 23))) - 1f;
     }
 
-    internal static void FillF16Kernel(Index1D i, ArrayView<Half> data, RandomFillParams p) =>
-        data[i] = (Half)(Uniform(p.Seed, i) * p.Scale);
+    internal static void FillF16Kernel(Index1D i, ArrayView<Half> data, RandomFillParams p)
+    {
+        long end = System.Math.Min((long)(i.X + 1) * p.Span, p.Count);
+        for (long e = (long)i.X * p.Span; e < end; e++)
+            data[e] = (Half)(Uniform(p.Seed, e) * p.Scale);
+    }
 
-    internal static void FillF32Kernel(Index1D i, ArrayView<float> data, RandomFillParams p) =>
-        data[i] = Uniform(p.Seed, i) * p.Scale;
+    internal static void FillF32Kernel(Index1D i, ArrayView<float> data, RandomFillParams p)
+    {
+        long end = System.Math.Min((long)(i.X + 1) * p.Span, p.Count);
+        for (long e = (long)i.X * p.Span; e < end; e++)
+            data[e] = Uniform(p.Seed, e) * p.Scale;
+    }
 }

@@ -10,20 +10,25 @@ namespace Qtip.Kernels.Llama;
 /// RMSNorm, optionally fused with the residual add that precedes it in a Llama block:
 /// x ← x + residual (when given), then y = x / √(mean(x²) + ε) ⊙ weight, per row of x (rows×n), all fp32 as
 /// Hugging Face computes it. Fusing the add saves one launch and one pass over x per norm (two per layer in decode).
-/// One group per row; the sum of squares is a group all-reduce.
+/// One group per row; the sum of squares is a group all-reduce. Serial style (CPU simulator): one thread per row.
 /// </summary>
 public sealed class RmsNorm : IKernelSet<RmsNorm>
 {
     private readonly QtipDevice device;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RmsNormParams> kernel;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RmsNormParams> serial;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> none;
 
     private RmsNorm(QtipDevice device)
     {
         this.device = device;
         kernel = device.Accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RmsNormParams>(RmsNormKernel);
+        serial = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RmsNormParams>(RmsNormSerialKernel);
         none = device.Accelerator.Allocate1D<float>(1);
+        Style = Check.DefaultStyle(device);
     }
+
+    public KernelStyle Style { get; set; }
 
     public static RmsNorm Create(QtipDevice device) => new(device);
 
@@ -38,9 +43,11 @@ public sealed class RmsNorm : IKernelSet<RmsNorm>
         Check.Length(op, "weight", weight, n, $"n = {n}");
         if (residual is { } res)
             Check.Length(op, "residual", res, (long)rows * n, $"rows×n = {rows}×{n}");
-        int g = Check.GroupSize(device);
-        kernel(stream ?? device.Accelerator.DefaultStream, new KernelConfig(rows, g), x, residual ?? none.View, weight, y,
-            new RmsNormParams(n, eps, residual.HasValue ? 1 : 0));
+        var p = new RmsNormParams(n, eps, residual.HasValue ? 1 : 0);
+        if (Style == KernelStyle.Serial)
+            serial(stream ?? device.Accelerator.DefaultStream, rows, x, residual ?? none.View, weight, y, p);
+        else
+            kernel(stream ?? device.Accelerator.DefaultStream, new KernelConfig(rows, Check.GroupSize(device)), x, residual ?? none.View, weight, y, p);
     }
 
     public readonly struct RmsNormParams(int n, float eps, int addResidual)
@@ -67,6 +74,25 @@ public sealed class RmsNorm : IKernelSet<RmsNorm>
         float total = GroupExtensions.AllReduce<float, AddFloat>(ss);
         float scale = XMath.Rsqrt((total / p.N) + p.Eps);
         for (int i = Group.IdxX; i < p.N; i += Group.DimX)
+            y[b + i] = x[b + i] * scale * weight[i];
+    }
+
+    internal static void RmsNormSerialKernel(Index1D row, ArrayView<float> x, ArrayView<float> residual, ArrayView<float> weight, ArrayView<float> y, RmsNormParams p)
+    {
+        long b = (long)row.X * p.N;
+        float ss = 0f;
+        for (int i = 0; i < p.N; i++)
+        {
+            float v = x[b + i];
+            if (p.AddResidual != 0)
+            {
+                v += residual[b + i];
+                x[b + i] = v;
+            }
+            ss += v * v;
+        }
+        float scale = XMath.Rsqrt((ss / p.N) + p.Eps);
+        for (int i = 0; i < p.N; i++)
             y[b + i] = x[b + i] * scale * weight[i];
     }
 }

@@ -53,12 +53,15 @@ public sealed class Rope : IKernelSet<Rope>
         Check.Length(op, "cos", cos, end * half, $"positions {end} × {half}");
         Check.Length(op, "sin", sin, end * half, $"positions {end} × {half}");
         int perRow = (heads * half) + (kvHeads * half) + kvDim;
-        kernel(stream ?? device.Accelerator.DefaultStream, rows * perRow, q, k, v, kCache, vCache, cos, sin,
-            new RopeParams(qStride, kStride, vStride, pos0, heads, kvHeads, headDim, perRow));
+        int total = rows * perRow, span = Check.Span(device, total);
+        kernel(stream ?? device.Accelerator.DefaultStream, Check.Threads(total, span), q, k, v, kCache, vCache, cos, sin,
+            new RopeParams(qStride, kStride, vStride, pos0, heads, kvHeads, headDim, perRow, total, span));
     }
 
-    public readonly struct RopeParams(int qStride, int kStride, int vStride, int pos0, int heads, int kvHeads, int headDim, int perRow)
+    public readonly struct RopeParams(int qStride, int kStride, int vStride, int pos0, int heads, int kvHeads, int headDim, int perRow, int total, int span)
     {
+        public readonly int Total = total;
+        public readonly int Span = span;
         public readonly int QStride = qStride;
         public readonly int KStride = kStride;
         public readonly int VStride = vStride;
@@ -69,7 +72,17 @@ public sealed class Rope : IKernelSet<Rope>
         public readonly int PerRow = perRow;
     }
 
-    internal static void RopeKernel(Index1D index, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
+    internal static void RopeKernel(Index1D thread, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
+        ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> cos, ArrayView<float> sin, RopeParams p)
+    {
+        int end = (thread + 1) * p.Span;
+        if (end > p.Total)
+            end = p.Total;
+        for (int index = thread * p.Span; index < end; index++)
+            RopeElement(index, q, k, v, kCache, vCache, cos, sin, p);
+    }
+
+    private static void RopeElement(int index, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
         ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> cos, ArrayView<float> sin, RopeParams p)
     {
         int r = index / p.PerRow;

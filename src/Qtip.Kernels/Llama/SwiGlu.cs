@@ -13,12 +13,12 @@ namespace Qtip.Kernels.Llama;
 public sealed class SwiGlu : IKernelSet<SwiGlu>
 {
     private readonly QtipDevice device;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> kernel;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, SwiGluParams> kernel;
 
     private SwiGlu(QtipDevice device)
     {
         this.device = device;
-        kernel = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(SwiGluKernel);
+        kernel = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, SwiGluParams>(SwiGluKernel);
     }
 
     public static SwiGlu Create(QtipDevice device) => new(device);
@@ -33,12 +33,23 @@ public sealed class SwiGlu : IKernelSet<SwiGlu>
         Check.Length(op, "h", h, count, $"count = {count}");
         if (count > int.MaxValue)
             throw new ArgumentException($"{op}: {count} elements exceed one launch", nameof(count));
-        kernel(stream ?? device.Accelerator.DefaultStream, (int)count, g, u, h);
+        int span = Check.Span(device, count);
+        kernel(stream ?? device.Accelerator.DefaultStream, Check.Threads(count, span), g, u, h, new SwiGluParams((int)count, span));
     }
 
-    internal static void SwiGluKernel(Index1D i, ArrayView<float> g, ArrayView<float> u, ArrayView<float> h)
+    public readonly struct SwiGluParams(int count, int span)
     {
-        float v = g[i];
-        h[i] = v / (1f + XMath.Exp(-v)) * u[i];
+        public readonly int Count = count;
+        public readonly int Span = span;
+    }
+
+    internal static void SwiGluKernel(Index1D i, ArrayView<float> g, ArrayView<float> u, ArrayView<float> h, SwiGluParams p)
+    {
+        int end = XMath.Min((i + 1) * p.Span, p.Count);
+        for (int e = i * p.Span; e < end; e++)
+        {
+            float v = g[e];
+            h[e] = v / (1f + XMath.Exp(-v)) * u[e];
+        }
     }
 }

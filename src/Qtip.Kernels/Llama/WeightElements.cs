@@ -70,6 +70,19 @@ public readonly struct F32 : IWeightElement<float>
     }
 }
 
+/// <summary>
+/// How a launcher maps work to threads. <see cref="Grouped"/> is the GPU design (groups, shared memory, warp
+/// shuffles, barriers). <see cref="Serial"/> is for ILGPU's CPU accelerator, a simulator where every GPU thread costs
+/// ~2 µs and every barrier or shuffle a round of OS-thread switches: there each thread owns a whole row (or block)
+/// and loops, with no barrier at all — 10–100× faster there, and the same arithmetic. Kernel sets start with the
+/// style of their device; tests set the other one to check both on the CPU.
+/// </summary>
+public enum KernelStyle
+{
+    Grouped,
+    Serial,
+}
+
 /// <summary>Shared host-side checks of the Llama launchers.</summary>
 internal static class Check
 {
@@ -86,4 +99,14 @@ internal static class Check
     }
 
     public static int GroupSize(Runtime.QtipDevice device, int cap = 256) => Math.Min(device.MaxGroupSize, cap);
+
+    /// <summary>The default style of a device: serial on the CPU simulator, grouped elsewhere.</summary>
+    public static KernelStyle DefaultStyle(Runtime.QtipDevice device) => device.Kind == Runtime.BackendKind.Cpu ? KernelStyle.Serial : KernelStyle.Grouped;
+
+    /// <summary>Elements per thread for elementwise kernels: 1 on GPUs; on the CPU simulator enough that about 256 threads cover the work.</summary>
+    public static int Span(Runtime.QtipDevice device, long count) =>
+        device.Kind == Runtime.BackendKind.Cpu ? (int)Math.Max(1, (count + 255) / 256) : 1;
+
+    /// <summary>Threads for <paramref name="count"/> elements at <paramref name="span"/> per thread.</summary>
+    public static int Threads(long count, int span) => (int)((count + span - 1) / span);
 }

@@ -85,8 +85,19 @@ public sealed class RopeTestsCpu() : RopeTests(BackendKind.Cpu);
 [Trait("Category", "Gpu")]
 public sealed class RopeTestsCuda() : RopeTests(BackendKind.Cuda);
 
-public abstract class AttentionTests(BackendKind backend) : BackendTest(backend)
+public abstract class AttentionTests(BackendKind backend, KernelStyle style = KernelStyle.Grouped) : BackendTest(backend)
 {
+    private Attention AttentionOp
+    {
+        get
+        {
+            var op = Device.Get<Attention>();
+            op.Style = style;
+            return op;
+        }
+    }
+
+
     [Theory]
     [InlineData(3, 2, 4, 2, 8)] // prefill rows continuing a cache
     [InlineData(1, 6, 4, 1, 16)] // one decode row, multi-query
@@ -102,7 +113,7 @@ public abstract class AttentionTests(BackendKind backend) : BackendTest(backend)
         using var kd = acc.Allocate1D(kc);
         using var vd = acc.Allocate1D(vc);
         using var od = acc.Allocate1D<float>(rows * qDim);
-        Device.Get<Attention>().Apply(qd.View, qDim, kd.View, vd.View, od.View, rows, pos0, heads, kvHeads, hd);
+        AttentionOp.Apply(qd.View, qDim, kd.View, vd.View, od.View, rows, pos0, heads, kvHeads, hd);
         var o = od.GetAsArray1D();
         int group = heads / kvHeads;
         for (int r = 0; r < rows; r++)
@@ -139,12 +150,14 @@ public abstract class AttentionTests(BackendKind backend) : BackendTest(backend)
     {
         var acc = Device.Accelerator;
         using var b = acc.Allocate1D<float>(64);
-        var e = Assert.Throws<ArgumentException>(() => Device.Get<Attention>().Apply(b.View, 12, b.View, b.View, b.View, 1, 0, 3, 2, 4));
+        var e = Assert.Throws<ArgumentException>(() => AttentionOp.Apply(b.View, 12, b.View, b.View, b.View, 1, 0, 3, 2, 4));
         Assert.Contains("heads 3", e.Message, StringComparison.Ordinal);
     }
 }
 
-public sealed class AttentionTestsCpu() : AttentionTests(BackendKind.Cpu);
+public sealed class AttentionTestsCpu() : AttentionTests(BackendKind.Cpu, KernelStyle.Serial);
+
+public sealed class AttentionTestsCpuGrouped() : AttentionTests(BackendKind.Cpu, KernelStyle.Grouped);
 
 [Trait("Category", "Gpu")]
 public sealed class AttentionTestsCuda() : AttentionTests(BackendKind.Cuda);

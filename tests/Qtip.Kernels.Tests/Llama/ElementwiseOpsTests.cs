@@ -54,8 +54,19 @@ public sealed class EmbeddingTestsCpu() : EmbeddingTests(BackendKind.Cpu);
 [Trait("Category", "Gpu")]
 public sealed class EmbeddingTestsCuda() : EmbeddingTests(BackendKind.Cuda);
 
-public abstract class RmsNormTests(BackendKind backend) : BackendTest(backend)
+public abstract class RmsNormTests(BackendKind backend, KernelStyle style = KernelStyle.Grouped) : BackendTest(backend)
 {
+    private RmsNorm RmsNormOp
+    {
+        get
+        {
+            var op = Device.Get<RmsNorm>();
+            op.Style = style;
+            return op;
+        }
+    }
+
+
     [Theory]
     [InlineData(3, 40, false)]
     [InlineData(2, 128, true)]
@@ -70,7 +81,7 @@ public abstract class RmsNormTests(BackendKind backend) : BackendTest(backend)
         using var rd = acc.Allocate1D(res);
         using var wd = acc.Allocate1D(w);
         using var yd = acc.Allocate1D<float>(rows * n);
-        Device.Get<RmsNorm>().Apply(xd.View, residual ? rd.View : null, wd.View, yd.View, rows, n, 1e-5f);
+        RmsNormOp.Apply(xd.View, residual ? rd.View : null, wd.View, yd.View, rows, n, 1e-5f);
         var sum = residual ? x.Select((v, i) => v + res[i]).ToArray() : x;
         var want = RmsNorm(sum, w, rows, n, 1e-5);
         var y = yd.GetAsArray1D();
@@ -83,7 +94,9 @@ public abstract class RmsNormTests(BackendKind backend) : BackendTest(backend)
     }
 }
 
-public sealed class RmsNormTestsCpu() : RmsNormTests(BackendKind.Cpu);
+public sealed class RmsNormTestsCpu() : RmsNormTests(BackendKind.Cpu, KernelStyle.Serial);
+
+public sealed class RmsNormTestsCpuGrouped() : RmsNormTests(BackendKind.Cpu, KernelStyle.Grouped);
 
 [Trait("Category", "Gpu")]
 public sealed class RmsNormTestsCuda() : RmsNormTests(BackendKind.Cuda);

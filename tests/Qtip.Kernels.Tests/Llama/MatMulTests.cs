@@ -8,8 +8,19 @@ using static Qtip.Kernels.Tests.Llama.LlamaReference;
 
 namespace Qtip.Kernels.Tests.Llama;
 
-public abstract class MatMulTests(BackendKind backend) : BackendTest(backend)
+public abstract class MatMulTests(BackendKind backend, KernelStyle style = KernelStyle.Grouped) : BackendTest(backend)
 {
+    private MatMul MatMulOp
+    {
+        get
+        {
+            var op = Device.Get<MatMul>();
+            op.Style = style;
+            return op;
+        }
+    }
+
+
     [Theory]
     [InlineData(5, 19, 40, true)]
     [InlineData(5, 19, 40, false)]
@@ -27,12 +38,12 @@ public abstract class MatMulTests(BackendKind backend) : BackendTest(backend)
         if (half)
         {
             using var wd = acc.Allocate1D(ToHalf(w));
-            Device.Get<MatMul>().Apply(wd.View, xd.View, yd.View, rows, m, n);
+            MatMulOp.Apply(wd.View, xd.View, yd.View, rows, m, n);
         }
         else
         {
             using var wd = acc.Allocate1D(w);
-            Device.Get<MatMul>().Apply(wd.View, xd.View, yd.View, rows, m, n);
+            MatMulOp.Apply(wd.View, xd.View, yd.View, rows, m, n);
         }
         var y = yd.GetAsArray1D();
         for (int r = 0; r < rows; r++)
@@ -50,12 +61,14 @@ public abstract class MatMulTests(BackendKind backend) : BackendTest(backend)
         using var w = acc.Allocate1D<float>(10);
         using var x = acc.Allocate1D<float>(8);
         using var y = acc.Allocate1D<float>(8);
-        var e = Assert.Throws<ArgumentException>(() => Device.Get<MatMul>().Apply(w.View, x.View, y.View, 2, 4, 4));
+        var e = Assert.Throws<ArgumentException>(() => MatMulOp.Apply(w.View, x.View, y.View, 2, 4, 4));
         Assert.Contains("4×4", e.Message, StringComparison.Ordinal);
     }
 }
 
-public sealed class MatMulTestsCpu() : MatMulTests(BackendKind.Cpu);
+public sealed class MatMulTestsCpu() : MatMulTests(BackendKind.Cpu, KernelStyle.Serial);
+
+public sealed class MatMulTestsCpuGrouped() : MatMulTests(BackendKind.Cpu, KernelStyle.Grouped);
 
 [Trait("Category", "Gpu")]
 public sealed class MatMulTestsCuda() : MatMulTests(BackendKind.Cuda);

@@ -8,8 +8,19 @@ using static Qtip.Kernels.Tests.Llama.LlamaReference;
 
 namespace Qtip.Kernels.Tests.Llama;
 
-public abstract class MatVecTests(BackendKind backend) : BackendTest(backend)
+public abstract class MatVecTests(BackendKind backend, KernelStyle style = KernelStyle.Grouped) : BackendTest(backend)
 {
+    private MatVec MatVecOp
+    {
+        get
+        {
+            var op = Device.Get<MatVec>();
+            op.Style = style;
+            return op;
+        }
+    }
+
+
     [Theory]
     [InlineData(7, 5, 3, 64, true)]
     [InlineData(7, 5, 3, 64, false)]
@@ -26,7 +37,7 @@ public abstract class MatVecTests(BackendKind backend) : BackendTest(backend)
         var acc = Device.Accelerator;
         using var xd = acc.Allocate1D(x);
         using var yd = acc.Allocate1D<float>(m);
-        var mv = Device.Get<MatVec>();
+        var mv = MatVecOp;
         // Three separate buffers, as a model holds q, k, v.
         var w0 = w[..(m0 * n)];
         var w1 = w[(m0 * n)..((m0 + m1) * n)];
@@ -70,13 +81,13 @@ public abstract class MatVecTests(BackendKind backend) : BackendTest(backend)
         {
             using var gd = acc.Allocate1D(ToHalf(g));
             using var ud = acc.Allocate1D(ToHalf(u));
-            Device.Get<MatVec>().SwiGlu(gd.View, ud.View, m, xd.View, yd.View, n);
+            MatVecOp.SwiGlu(gd.View, ud.View, m, xd.View, yd.View, n);
         }
         else
         {
             using var gd = acc.Allocate1D(g);
             using var ud = acc.Allocate1D(u);
-            Device.Get<MatVec>().SwiGlu(gd.View, ud.View, m, xd.View, yd.View, n);
+            MatVecOp.SwiGlu(gd.View, ud.View, m, xd.View, yd.View, n);
         }
         var gy = MatVec(g, x, m, n);
         var uy = MatVec(u, x, m, n);
@@ -90,7 +101,7 @@ public abstract class MatVecTests(BackendKind backend) : BackendTest(backend)
         using var w = acc.Allocate1D<float>(16 * 8);
         using var x = acc.Allocate1D<float>(8);
         using var y = acc.Allocate1D<float>(15);
-        var e = Assert.Throws<ArgumentException>(() => Device.Get<MatVec>().Apply(w.View, 16, x.View, y.View, 8));
+        var e = Assert.Throws<ArgumentException>(() => MatVecOp.Apply(w.View, 16, x.View, y.View, 8));
         Assert.Contains("16", e.Message, StringComparison.Ordinal);
     }
 
@@ -101,7 +112,9 @@ public abstract class MatVecTests(BackendKind backend) : BackendTest(backend)
     }
 }
 
-public sealed class MatVecTestsCpu() : MatVecTests(BackendKind.Cpu);
+public sealed class MatVecTestsCpu() : MatVecTests(BackendKind.Cpu, KernelStyle.Serial);
+
+public sealed class MatVecTestsCpuGrouped() : MatVecTests(BackendKind.Cpu, KernelStyle.Grouped);
 
 [Trait("Category", "Gpu")]
 public sealed class MatVecTestsCuda() : MatVecTests(BackendKind.Cuda);

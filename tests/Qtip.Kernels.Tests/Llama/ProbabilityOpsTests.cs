@@ -7,8 +7,29 @@ using Xunit;
 
 namespace Qtip.Kernels.Tests.Llama;
 
-public abstract class SoftmaxAndCrossEntropyTests(BackendKind backend) : BackendTest(backend)
+public abstract class SoftmaxAndCrossEntropyTests(BackendKind backend, KernelStyle style = KernelStyle.Grouped) : BackendTest(backend)
 {
+    private Softmax SoftmaxOp
+    {
+        get
+        {
+            var op = Device.Get<Softmax>();
+            op.Style = style;
+            return op;
+        }
+    }
+
+    private CrossEntropy CrossEntropyOp
+    {
+        get
+        {
+            var op = Device.Get<CrossEntropy>();
+            op.Style = style;
+            return op;
+        }
+    }
+
+
     private static double LogSumExp(float[] x, int b, int n, double invT = 1)
     {
         double m = double.NegativeInfinity;
@@ -29,7 +50,7 @@ public abstract class SoftmaxAndCrossEntropyTests(BackendKind backend) : Backend
         int rows = 3, n = 50;
         var x = Rng.Gaussian(rows * n, seed: 4).Select(v => v * 3).ToArray();
         using var xd = Device.Accelerator.Allocate1D(x);
-        Device.Get<Softmax>().Apply(xd.View, rows, n, log, temperature);
+        SoftmaxOp.Apply(xd.View, rows, n, log, temperature);
         var y = xd.GetAsArray1D();
         for (int r = 0; r < rows; r++)
         {
@@ -53,7 +74,7 @@ public abstract class SoftmaxAndCrossEntropyTests(BackendKind backend) : Backend
         using var ld = acc.Allocate1D(logits);
         using var td = acc.Allocate1D(targets);
         using var nd = acc.Allocate1D<float>(rows);
-        Device.Get<CrossEntropy>().Apply(ld.View, td.View, nd.View, rows, vocab);
+        CrossEntropyOp.Apply(ld.View, td.View, nd.View, rows, vocab);
         var nll = nd.GetAsArray1D();
         for (int r = 0; r < rows; r++)
         {
@@ -63,7 +84,9 @@ public abstract class SoftmaxAndCrossEntropyTests(BackendKind backend) : Backend
     }
 }
 
-public sealed class SoftmaxAndCrossEntropyTestsCpu() : SoftmaxAndCrossEntropyTests(BackendKind.Cpu);
+public sealed class SoftmaxAndCrossEntropyTestsCpu() : SoftmaxAndCrossEntropyTests(BackendKind.Cpu, KernelStyle.Serial);
+
+public sealed class SoftmaxAndCrossEntropyTestsCpuGrouped() : SoftmaxAndCrossEntropyTests(BackendKind.Cpu, KernelStyle.Grouped);
 
 [Trait("Category", "Gpu")]
 public sealed class SoftmaxAndCrossEntropyTestsCuda() : SoftmaxAndCrossEntropyTests(BackendKind.Cuda);
