@@ -95,6 +95,9 @@ public sealed class MatVec : IKernelSet<MatVec>
         int group = Math.Max(warp, Check.GroupSize(device) / warp * warp);
         int rowsPerGroup = group / lanes;
         long groups = (outRows + rowsPerGroup - 1) / rowsPerGroup;
+        // Serial style: a few groups whose threads stride over the rows (each launched thread costs microseconds there).
+        if (Style == KernelStyle.Serial)
+            groups = Math.Min(groups, 16);
         if (groups > int.MaxValue)
             throw new ArgumentException($"{op}: {outRows} rows exceed one launch");
         return new MatVecParams(n, m0, m1, m2, lanes, swiGlu ? 1 : 0, vec ? 1 : 0, (int)groups, group);
@@ -119,16 +122,32 @@ public sealed class MatVec : IKernelSet<MatVec>
         where T : unmanaged
         where TW : struct, IWeightElement<T>
     {
-        var loader = default(TW);
         int warp = Warp.WarpSize;
         int lane = Warp.LaneIdx;
         int s = p.LanesPerRow;
         int rowsPerWarp = warp / s;
         int sub = lane / s;
         int sl = lane - (sub * s);
-        long row = ((((long)Grid.IdxX * (Group.DimX / warp)) + Warp.WarpIdx) * rowsPerWarp) + sub;
+        long firstRow = ((((long)Grid.IdxX * (Group.DimX / warp)) + Warp.WarpIdx) * rowsPerWarp) + sub;
         long outRows = p.SwiGlu != 0 ? p.M0 : (long)p.M0 + p.M1 + p.M2;
-        bool valid = row < outRows;
+        long rowStride = (long)p.Groups * (Group.DimX / s);
+        // One pass on GPUs (the grid covers every row, and all lanes meet at the shuffles); the serial style (one lane
+        // per row, no shuffle) strides over the rows.
+        for (long row = firstRow; ; row += rowStride)
+        {
+            bool valid = row < outRows;
+            RowDot<T, TW>(w0, w1, w2, x, y, p, row, valid, s, sl);
+            if (s > 1 || row + rowStride >= outRows)
+                break;
+        }
+    }
+
+    private static void RowDot<T, TW>(ArrayView<T> w0, ArrayView<T> w1, ArrayView<T> w2, ArrayView<float> x, ArrayView<float> y, MatVecParams p,
+        long row, bool valid, int s, int sl)
+        where T : unmanaged
+        where TW : struct, IWeightElement<T>
+    {
+        var loader = default(TW);
 
         // Pick the matrix and the row inside it.
         var w = w0;

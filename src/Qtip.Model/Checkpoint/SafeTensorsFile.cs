@@ -185,11 +185,11 @@ public sealed unsafe class SafeTensorsFile : IDisposable
                 throw new ModelFormatException(path, name, $"shape {sh.GetRawText()} has more elements than fit in 64 bits");
         }
         if (!e.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2)
-            throw new ModelFormatException(path, name, "header entry has no \"data_offsets\" [begin, end] pair");
+            throw new ModelFormatException(path, name, $"{dtype.Name()} {TensorInfo.ShapeString(shape)}: header entry has no \"data_offsets\" [begin, end] pair");
         if (!off[0].TryGetInt64(out long begin) || !off[1].TryGetInt64(out long end) || begin < 0 || end < begin)
-            throw new ModelFormatException(path, name, $"data_offsets {off.GetRawText()} are not 0 ≤ begin ≤ end");
+            throw new ModelFormatException(path, name, $"{dtype.Name()} {TensorInfo.ShapeString(shape)}: data_offsets {off.GetRawText()} are not 0 ≤ begin ≤ end");
         if (end > dataLength)
-            throw new ModelFormatException(path, name, $"data_offsets {off.GetRawText()} run past the end of the data section ({dataLength} bytes; the file is truncated or the offsets are wrong)");
+            throw new ModelFormatException(path, name, $"{dtype.Name()} {TensorInfo.ShapeString(shape)}: data_offsets {off.GetRawText()} run past the end of the data section ({dataLength} bytes; the file is truncated or the offsets are wrong)");
         if (count > long.MaxValue / dtype.Size() || count * dtype.Size() != end - begin)
             throw new ModelFormatException(path, name, $"dtype {dtype.Name()} × shape {TensorInfo.ShapeString(shape)} = {count} elements × {dtype.Size()} bytes, but data_offsets {off.GetRawText()} hold {end - begin} bytes");
         return new TensorInfo(name, dtype, shape, begin, end, path);
@@ -201,7 +201,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         foreach (var t in tensors.Where(t => t.ByteCount > 0).OrderBy(t => t.Begin))
         {
             if (previous is not null && t.Begin < previous.End)
-                throw new ModelFormatException(path, t.Name, $"data_offsets [{t.Begin},{t.End}] overlap those of '{previous.Name}' [{previous.Begin},{previous.End}]");
+                throw new ModelFormatException(path, t.Name, $"{t.DType.Name()} {t.ShapeText}: data_offsets [{t.Begin},{t.End}] overlap those of '{previous.Name}' [{previous.Begin},{previous.End}]");
             previous = t;
         }
     }
