@@ -1,5 +1,4 @@
 using System.Text.Json;
-using Qtip.Testing;
 
 namespace Qtip.Model.Tests;
 
@@ -8,11 +7,32 @@ internal static class Fixtures
 {
     public const string SmallVariable = "QTIP_LLAMA_SMALL";
 
-    private static readonly Lazy<JsonDocument> ReferenceDoc = new(() => JsonDocument.Parse(File.ReadAllBytes(System.IO.Path.Combine(TestData.RepoRoot(), "data", "reference.json"))));
+    public const string RootVariable = "QTIP_ROOT";
 
-    public static string Nano => System.IO.Path.Combine(TestData.RepoRoot(), "models", "llama-nano");
+    private static readonly Lazy<JsonDocument> ReferenceDoc = new(() => JsonDocument.Parse(File.ReadAllBytes(System.IO.Path.Combine(Root, "data", "reference.json"))));
 
-    public static string Corpus(string file) => System.IO.Path.Combine(TestData.RepoRoot(), "data", "corpus", file);
+    private static readonly Lazy<string> RootDir = new(FindRoot);
+
+    /// <summary>The repository root: above the test assembly, else above the current directory (a published test
+    /// executable run from a checkout, as on the GPU machine), else $QTIP_ROOT.</summary>
+    public static string Root => RootDir.Value;
+
+    public static string Nano => System.IO.Path.Combine(Root, "models", "llama-nano");
+
+    public static string Corpus(string file) => System.IO.Path.Combine(Root, "data", "corpus", file);
+
+    private static string FindRoot()
+    {
+        foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory(), Environment.GetEnvironmentVariable(RootVariable) })
+        {
+            for (var dir = start is null ? null : new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                if (File.Exists(System.IO.Path.Combine(dir.FullName, "Qtip.sln")) && Directory.Exists(System.IO.Path.Combine(dir.FullName, "models", "llama-nano")))
+                    return dir.FullName;
+            }
+        }
+        throw new DirectoryNotFoundException($"repository root (Qtip.sln + models/llama-nano) not found above {AppContext.BaseDirectory} or the current directory; set {RootVariable}");
+    }
 
     /// <summary>llama-small's folder if the variable names one that exists, else null (the test is skipped).</summary>
     public static string? Small
