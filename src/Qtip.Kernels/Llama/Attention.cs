@@ -11,16 +11,17 @@ namespace Qtip.Kernels.Llama;
 /// out[r, h] = Σ_{t ≤ pos0+r} softmax_t(q[r,h]·K[t,g] / √d) · V[t,g] with g = h / (heads / kvHeads).
 ///
 /// Design: one group per (row, head). The scores of the row live in dynamic shared memory (so positions are bounded
-/// by the group's shared memory: 48 KB on CUDA ≈ 12k positions); each warp takes every W-th position and its lanes
-/// split the head dimension, reducing with a warp all-reduce. Max and sum are group all-reduces; the weighted sum of
-/// V gives each thread one output dimension and a slice of the positions, and the slices meet in shared memory.
+/// by the group's shared memory: 48 KB on CUDA ≈ 10k positions); each warp takes every W-th position and its lanes
+/// split the head dimension (four dimensions per lane per step, so four loads are in flight), reducing with a warp
+/// reduce. Max and sum are group all-reduces; in the weighted sum of V each warp again takes every W-th position,
+/// its lanes holding four output dimensions each, and the warps' partial sums meet in shared memory.
 /// All arithmetic is fp32, the softmax subtracts the row maximum, as Hugging Face's eager attention does. Serial
 /// style (CPU simulator): one thread per (row, head) does all three passes, with its scores in a global scratch.
 /// </summary>
 public sealed class Attention : IKernelSet<Attention>, IDisposable
 {
-    /// <summary>Shared floats reserved besides the scores (the partial sums of the V pass).</summary>
-    private const int PartialFloats = 1024;
+    /// <summary>Shared floats reserved besides the scores (the warps' partial sums of the V pass: warps × headDim).</summary>
+    private const int PartialFloats = 8 * 256;
 
     private readonly QtipDevice device;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams> kernel;
@@ -74,6 +75,8 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
         Check.Length(op, "vCache", vCache, positions * kvDim, $"positions {positions} × {kvDim}");
         Check.Length(op, "output", output, (long)rows * qDim, $"rows {rows} × {qDim}");
         int g = Check.GroupSize(device);
+        if (g / device.WarpSize * headDim > PartialFloats)
+            throw new ArgumentException($"{op}: headDim {headDim} × {g / device.WarpSize} warps exceeds the {PartialFloats} shared floats reserved for partial sums", nameof(headDim));
         long groups = (long)rows * heads;
         if (groups > int.MaxValue)
             throw new ArgumentException($"{op}: {rows}×{heads} groups exceed one launch", nameof(rows));
@@ -83,7 +86,7 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
             serial(stream ?? device.Accelerator.DefaultStream, (int)groups, q, kCache, vCache, output, Scratch(groups * positions), p);
             return;
         }
-        var shared = SharedMemoryConfig.RequestDynamic<float>((int)positions + g);
+        var shared = SharedMemoryConfig.RequestDynamic<float>((int)positions + (g / device.WarpSize * headDim));
         kernel(stream ?? device.Accelerator.DefaultStream, new KernelConfig((int)groups, g, shared), q, kCache, vCache, output, p);
     }
 
@@ -115,8 +118,10 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
     internal static void AttentionKernel(ArrayView<float> q, ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> output, AttentionParams p)
     {
         var shared = SharedMemory.GetDynamic<float>();
+        int warp = Warp.WarpSize;
+        int warps = Group.DimX / warp;
         var scores = shared.SubView(0, p.Positions);
-        var partial = shared.SubView(p.Positions, Group.DimX);
+        var partial = shared.SubView(p.Positions, warps * p.HeadDim);
         int r = Grid.IdxX / p.Heads;
         int h = Grid.IdxX - (r * p.Heads);
         int kvh = h / (p.Heads / p.KvHeads);
@@ -125,20 +130,31 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
         long qb = ((long)r * p.QStride) + (h * p.HeadDim);
         int tid = Group.IdxX;
         int g = Group.DimX;
-        int warp = Warp.WarpSize;
-        int warps = g / warp;
         int lane = Warp.LaneIdx;
+        int w = Warp.WarpIdx;
 
-        // Scores: warp w takes positions w, w + warps, …; lanes split the head dimension.
+        // Scores: warp w takes positions w, w + warps, …; its lanes split the head dimension, four dimensions per lane
+        // per step (d = d0 + lane + j·warp), so each lane has four independent loads in flight.
         for (int t0 = 0; t0 <= last; t0 += warps)
         {
-            int t = t0 + Warp.WarpIdx;
+            int t = t0 + w;
             float dot = 0f;
             if (t <= last)
             {
                 long kb = ((long)t * kvDim) + (kvh * p.HeadDim);
-                for (int d = lane; d < p.HeadDim; d += warp)
-                    dot += q[qb + d] * kCache[kb + d];
+                for (int d0 = 0; d0 < p.HeadDim; d0 += 4 * warp)
+                {
+                    int d = d0 + lane;
+                    float k0 = d < p.HeadDim ? kCache[kb + d] : 0f;
+                    float k1 = d + warp < p.HeadDim ? kCache[kb + d + warp] : 0f;
+                    float k2 = d + (2 * warp) < p.HeadDim ? kCache[kb + d + (2 * warp)] : 0f;
+                    float k3 = d + (3 * warp) < p.HeadDim ? kCache[kb + d + (3 * warp)] : 0f;
+                    float q0 = d < p.HeadDim ? q[qb + d] : 0f;
+                    float q1 = d + warp < p.HeadDim ? q[qb + d + warp] : 0f;
+                    float q2 = d + (2 * warp) < p.HeadDim ? q[qb + d + (2 * warp)] : 0f;
+                    float q3 = d + (3 * warp) < p.HeadDim ? q[qb + d + (3 * warp)] : 0f;
+                    dot += (q0 * k0) + (q1 * k1) + (q2 * k2) + (q3 * k3);
+                }
             }
             dot = WarpExtensions.Reduce<float, AddFloat>(dot);
             if (lane == 0 && t <= last)
@@ -161,39 +177,43 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
         Group.Barrier();
         float inv = 1f / sum;
 
-        long ob = ((long)r * p.Heads * p.HeadDim) + (h * p.HeadDim);
-        if (g >= p.HeadDim)
+        // Weighted sum of V: warp w takes positions w, w + warps, …; its lanes hold four output dimensions each
+        // (coalesced rows of V, four independent loads per step); the warps' partial sums meet in shared memory.
+        for (int d0 = 0; d0 < p.HeadDim; d0 += 4 * warp)
         {
-            int slices = g / p.HeadDim;
-            int d = tid % p.HeadDim;
-            int slice = tid / p.HeadDim;
-            float acc = 0f;
-            if (slice < slices)
+            int d = d0 + lane;
+            float a0 = 0f, a1 = 0f, a2 = 0f, a3 = 0f;
+            for (int t = w; t <= last; t += warps)
             {
-                long vb = (kvh * p.HeadDim) + d;
-                for (int t = slice; t <= last; t += slices)
-                    acc += scores[t] * vCache[((long)t * kvDim) + vb];
+                float pt = scores[t];
+                long vb = ((long)t * kvDim) + (kvh * p.HeadDim);
+                if (d < p.HeadDim)
+                    a0 += pt * vCache[vb + d];
+                if (d + warp < p.HeadDim)
+                    a1 += pt * vCache[vb + d + warp];
+                if (d + (2 * warp) < p.HeadDim)
+                    a2 += pt * vCache[vb + d + (2 * warp)];
+                if (d + (3 * warp) < p.HeadDim)
+                    a3 += pt * vCache[vb + d + (3 * warp)];
             }
-            partial[tid] = acc;
-            Group.Barrier();
-            if (tid < p.HeadDim)
-            {
-                float total = 0f;
-                for (int s = 0; s < slices; s++)
-                    total += partial[tid + (s * p.HeadDim)];
-                output[ob + tid] = total * inv;
-            }
+            int pb = w * p.HeadDim;
+            if (d < p.HeadDim)
+                partial[pb + d] = a0;
+            if (d + warp < p.HeadDim)
+                partial[pb + d + warp] = a1;
+            if (d + (2 * warp) < p.HeadDim)
+                partial[pb + d + (2 * warp)] = a2;
+            if (d + (3 * warp) < p.HeadDim)
+                partial[pb + d + (3 * warp)] = a3;
         }
-        else
+        Group.Barrier();
+        long ob = ((long)r * p.Heads * p.HeadDim) + (h * p.HeadDim);
+        for (int d = tid; d < p.HeadDim; d += g)
         {
-            for (int d = tid; d < p.HeadDim; d += g)
-            {
-                long vb = (kvh * p.HeadDim) + d;
-                float acc = 0f;
-                for (int t = 0; t <= last; t++)
-                    acc += scores[t] * vCache[((long)t * kvDim) + vb];
-                output[ob + d] = acc * inv;
-            }
+            float total = 0f;
+            for (int ww = 0; ww < warps; ww++)
+                total += partial[(ww * p.HeadDim) + d];
+            output[ob + d] = total * inv;
         }
     }
 
