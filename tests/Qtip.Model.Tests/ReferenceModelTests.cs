@@ -145,6 +145,40 @@ public abstract class ReferenceModelTests(BackendKind backend) : BackendTest(bac
         }
     }
 
+    /// <summary>
+    /// The GPU kernel design (groups, shared memory, shuffles; fused q|k|v and gate|up+SwiGLU in decode) inside the
+    /// whole model, run on the CPU simulator: prefill logits and the first greedy tokens against the reference.
+    /// </summary>
+    [Fact]
+    public void GroupedKernels_PrefillAndDecodeMatchReference()
+    {
+        var mv = Device.Get<Qtip.Kernels.Llama.MatVec>();
+        var mm = Device.Get<Qtip.Kernels.Llama.MatMul>();
+        var norm = Device.Get<Qtip.Kernels.Llama.RmsNorm>();
+        var att = Device.Get<Qtip.Kernels.Llama.Attention>();
+        var old = (mv.Style, mm.Style, norm.Style, att.Style);
+        mv.Style = mm.Style = norm.Style = att.Style = Qtip.Kernels.Llama.KernelStyle.Grouped;
+        try
+        {
+            using var ckpt = LlamaCheckpoint.Open(Fixtures.Nano);
+            using var m = LlamaModel.Load(Device, ckpt, new ModelOptions { MaxContext = 16 });
+            var reference = Fixtures.Reference("llama-nano").GetProperty("positions_8");
+            var ids = TestData.Ints(reference.GetProperty("input_ids"));
+            m.Prefill(ids.AsSpan(0, 4));
+            var logits = m.ReadLogits(3);
+            var first8 = TestData.Doubles(reference.GetProperty("positions")[3].GetProperty("logits_first8"));
+            for (int i = 0; i < 8; i++)
+                Assert.True(Math.Abs(logits[i] - first8[i]) < LogitTolerance, $"grouped prefill logit {i}: {logits[i]} vs {first8[i]}");
+            var want = TestData.Ints(Fixtures.Reference("llama-nano").GetProperty("generations")[0].GetProperty("generated_ids"));
+            var got = new Generator(m).Generate([1, 339], 3, SamplingOptions.Greedy).GeneratedIds;
+            Assert.Equal(want.Take(3), got);
+        }
+        finally
+        {
+            (mv.Style, mm.Style, norm.Style, att.Style) = old;
+        }
+    }
+
     [Fact]
     public void ThroughLayer_StopsEarlyAndReportsNextInput()
     {
