@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Runtime;
 using Qtip.Kernels.Runtime;
@@ -39,6 +40,7 @@ public sealed class Hadamard : IKernelSet<Hadamard>
     private const int MaxMixWords = MaxMixOrder / 32;
 
     private readonly QtipDevice device;
+    private readonly bool staticShared;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, FwhtParams> fwht;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, MixParams> mix;
     private readonly Dictionary<(int K, int Outer, bool Transpose), MemoryBuffer1D<uint, Stride1D.Dense>> mixBits = [];
@@ -48,10 +50,18 @@ public sealed class Hadamard : IKernelSet<Hadamard>
     private Hadamard(QtipDevice device)
     {
         this.device = device;
-        var acc = device.Accelerator;
-        fwht = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, FwhtParams>(FwhtChunksKernel);
-        mix = acc.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, MixParams>(SignMixKernel);
-        noSign = acc.Allocate1D<float>(1);
+        staticShared = device.Kind == BackendKind.OpenCL;
+        if (staticShared)
+        {
+            fwht = device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, FwhtParams>(FwhtChunksKernel<StaticSharedFloats>);
+            mix = device.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, MixParams>(SignMixKernel<StaticSharedFloats>);
+        }
+        else
+        {
+            fwht = device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, FwhtParams>(FwhtChunksKernel<DynamicSharedFloats>);
+            mix = device.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, MixParams>(SignMixKernel<DynamicSharedFloats>);
+        }
+        noSign = device.Accelerator.Allocate1D<float>(1);
     }
 
     public static Hadamard Create(QtipDevice device) => new(device);
@@ -84,18 +94,13 @@ public sealed class Hadamard : IKernelSet<Hadamard>
         var s0 = inSign ?? noSign.View;
         var s1 = outSign ?? noSign.View;
 
-        if (plan.Chunk > 1)
+        if (plan.Chunk > 1 || !hasMix)
             LaunchFwht(stream, data, rows, n, plan.Chunk, s0, inSign.HasValue, s1, !hasMix && outSign.HasValue, hasMix ? 1f : norm);
         if (hasMix)
         {
             bool firstPass = plan.Chunk == 1;
             var bits = MixBits(plan.SmallFactor, plan.MixOrder / plan.SmallFactor, transpose);
             LaunchMix(stream, data, rows, n, plan.MixOrder, plan.Chunk, bits, s0, firstPass && inSign.HasValue, s1, outSign.HasValue, norm);
-        }
-        else if (plan.Chunk == 1)
-        {
-            // n = 1: Had_1 = [1]; only signs and scale act.
-            LaunchFwht(stream, data, rows, n, 1, s0, inSign.HasValue, s1, outSign.HasValue, norm);
         }
     }
 
@@ -104,20 +109,23 @@ public sealed class Hadamard : IKernelSet<Hadamard>
         ArrayView<float> inSign, bool useIn, ArrayView<float> outSign, bool useOut, float scale)
     {
         int log2 = BitOperations.Log2((uint)chunk);
-        long totalChunks = (long)rows * (n / chunk);
-        int maxGroup = device.MaxGroupSize;
-        // A group holds at least 1024 elements (or one chunk) so small chunks batch together.
+        int chunksPerRow = n / chunk;
+        long totalChunks = (long)rows * chunksPerRow;
+        // Batch short chunks so a group holds ~1024 elements. When a row is one chunk, the group covers whole rows
+        // (column = i mod n by mask); otherwise it stays within one row length, so it crosses at most one row end.
         int chunksPerGroup = Math.Max(1, 1024 / chunk);
+        if (chunksPerRow > 1)
+            chunksPerGroup = Math.Min(chunksPerGroup, chunksPerRow);
         int elements = chunksPerGroup * chunk;
         int units = Math.Max(1, elements / 8);
-        int groupSize = Math.Min(maxGroup, RoundUpPow2(units));
+        int groupSize = Math.Min(device.MaxGroupSize, RoundUpPow2(units));
         long groups = (totalChunks + chunksPerGroup - 1) / chunksPerGroup;
         if (groups > int.MaxValue)
             throw new ArgumentException($"Hadamard: {totalChunks} chunks exceed one launch", nameof(rows));
         int paddedElements = elements + (elements >> 3);
-        var p = new FwhtParams(log2, n, totalChunks, chunksPerGroup, Rounds(log2), useIn ? 1 : 0, useOut ? 1 : 0, scale);
-        var config = new KernelConfig((int)groups, groupSize, SharedMemoryConfig.RequestDynamic<float>(paddedElements));
-        fwht(stream, config, data, inSign, outSign, p);
+        var p = new FwhtParams(log2, n, totalChunks, chunksPerGroup, Rounds(log2), useIn ? 1 : 0, useOut ? 1 : 0, scale,
+            chunksPerRow == 1 ? n - 1 : -1);
+        fwht(stream, Config((int)groups, groupSize, paddedElements), data, inSign, outSign, p);
     }
 
     private void LaunchMix(
@@ -129,11 +137,18 @@ public sealed class Hadamard : IKernelSet<Hadamard>
         long groups = (long)rows * tilesPerRow;
         if (groups > int.MaxValue)
             throw new ArgumentException($"Hadamard: {groups} mix tiles exceed one launch", nameof(rows));
-        int groupSize = Math.Min(device.MaxGroupSize, RoundUpPow2(order * tile));
-        groupSize = Math.Min(groupSize, 256);
+        int groupSize = Math.Min(device.MaxGroupSize, Math.Min(256, RoundUpPow2(order * tile)));
         var p = new MixParams(order, inner, tile, n, (order + 31) / 32, useIn ? 1 : 0, useOut ? 1 : 0, scale);
-        var config = new KernelConfig((int)groups, groupSize, SharedMemoryConfig.RequestDynamic<float>(order * tile));
-        mix(stream, config, data, bits, inSign, outSign, p);
+        mix(stream, Config((int)groups, groupSize, order * tile), data, bits, inSign, outSign, p);
+    }
+
+    private KernelConfig Config(int groups, int groupSize, int sharedFloats)
+    {
+        if (!staticShared)
+            return new KernelConfig(groups, groupSize, SharedMemoryConfig.RequestDynamic<float>(sharedFloats));
+        if (sharedFloats > StaticSharedFloats.Capacity)
+            throw new InvalidOperationException($"Hadamard: {sharedFloats} shared floats exceed the static OpenCL buffer of {StaticSharedFloats.Capacity}");
+        return new KernelConfig(groups, groupSize);
     }
 
     /// <summary>Bits of the mix matrix (H_K ⊗ H_outer, transposed if asked), row-major, bit set = −1.</summary>
@@ -184,8 +199,10 @@ public sealed class Hadamard : IKernelSet<Hadamard>
 
     private static int RoundUpPow2(int v) => v <= 1 ? 1 : (int)BitOperations.RoundUpToPowerOf2((uint)v);
 
-    public readonly struct FwhtParams(int log2Chunk, int rowLength, long totalChunks, int chunksPerGroup, long rounds, int useIn, int useOut, float scale)
+    public readonly struct FwhtParams(int log2Chunk, int rowLength, long totalChunks, int chunksPerGroup, long rounds, int useIn, int useOut, float scale, int columnMask)
     {
+        /// <summary>n − 1 when a row is a single chunk (column = index AND mask), else −1 = all bits (column = base + i, minus n past the row end).</summary>
+        public readonly int ColumnMask = columnMask;
         public readonly int Log2Chunk = log2Chunk;
         public readonly int RowLength = rowLength;
         public readonly long TotalChunks = totalChunks;
@@ -212,19 +229,22 @@ public sealed class Hadamard : IKernelSet<Hadamard>
     private static int Pad(int i) => i + (i >> 3);
 
     /// <summary>FWHT of contiguous 2^Log2Chunk chunks of a row-major [rows × RowLength] matrix, in place.</summary>
-    internal static void FwhtChunksKernel(ArrayView<float> data, ArrayView<float> inSign, ArrayView<float> outSign, FwhtParams p)
+    internal static void FwhtChunksKernel<TShared>(ArrayView<float> data, ArrayView<float> inSign, ArrayView<float> outSign, FwhtParams p)
+        where TShared : struct, ISharedFloats
     {
-        var shared = SharedMemory.GetDynamic<float>();
+        var shared = default(TShared).Get();
         int tid = Group.IdxX;
         int groupSize = Group.DimX;
         long firstChunk = (long)Grid.IdxX * p.ChunksPerGroup;
         long chunksHere = p.TotalChunks - firstChunk;
         if (chunksHere > p.ChunksPerGroup)
             chunksHere = p.ChunksPerGroup;
-        int chunk = 1 << p.Log2Chunk;
-        int valid = (int)chunksHere * chunk;
-        long baseIndex = firstChunk * chunk;
+        int valid = (int)chunksHere << p.Log2Chunk;
+        long baseIndex = firstChunk << p.Log2Chunk;
         int roundCount = (int)(p.Rounds >> 56);
+        // Column of group element 0 within its row (signs are per column). One 64-bit modulo per group.
+        int colBase = p.ColumnMask != -1 ? 0 : (int)(firstChunk % (p.RowLength >> p.Log2Chunk)) << p.Log2Chunk;
+        var g = new GlobalRow(data, inSign, outSign, baseIndex, colBase, p);
 
         for (int round = 0; round < roundCount; round++)
         {
@@ -233,7 +253,6 @@ public sealed class Hadamard : IKernelSet<Hadamard>
             int count = code & 3;
             bool first = round == 0;
             bool last = round == roundCount - 1;
-            int span = 1 << count;
             int units = valid >> count;
             int stride = 1 << start;
             int lowMask = stride - 1;
@@ -241,90 +260,161 @@ public sealed class Hadamard : IKernelSet<Hadamard>
                 Group.Barrier();
             for (int u = tid; u < units; u += groupSize)
             {
-                int b0 = (u & lowMask) | ((u >> start) << (start + count));
-                if (span == 8)
+                int i0 = (u & lowMask) | ((u >> start) << (start + count));
+                int i1 = i0 + stride, i2 = i1 + stride, i3 = i2 + stride;
+                float v0, v1, v2, v3, v4, v5, v6, v7;
+                if (count == 3)
                 {
-                    float v0 = Load(data, shared, inSign, p, first, baseIndex, b0);
-                    float v1 = Load(data, shared, inSign, p, first, baseIndex, b0 + stride);
-                    float v2 = Load(data, shared, inSign, p, first, baseIndex, b0 + (2 * stride));
-                    float v3 = Load(data, shared, inSign, p, first, baseIndex, b0 + (3 * stride));
-                    float v4 = Load(data, shared, inSign, p, first, baseIndex, b0 + (4 * stride));
-                    float v5 = Load(data, shared, inSign, p, first, baseIndex, b0 + (5 * stride));
-                    float v6 = Load(data, shared, inSign, p, first, baseIndex, b0 + (6 * stride));
-                    float v7 = Load(data, shared, inSign, p, first, baseIndex, b0 + (7 * stride));
-                    float a0 = v0 + v1, a1 = v0 - v1, a2 = v2 + v3, a3 = v2 - v3;
-                    float a4 = v4 + v5, a5 = v4 - v5, a6 = v6 + v7, a7 = v6 - v7;
-                    float c0 = a0 + a2, c2 = a0 - a2, c1 = a1 + a3, c3 = a1 - a3;
-                    float c4 = a4 + a6, c6 = a4 - a6, c5 = a5 + a7, c7 = a5 - a7;
-                    Store(data, shared, outSign, p, last, baseIndex, b0, c0 + c4);
-                    Store(data, shared, outSign, p, last, baseIndex, b0 + stride, c1 + c5);
-                    Store(data, shared, outSign, p, last, baseIndex, b0 + (2 * stride), c2 + c6);
-                    Store(data, shared, outSign, p, last, baseIndex, b0 + (3 * stride), c3 + c7);
-                    Store(data, shared, outSign, p, last, baseIndex, b0 + (4 * stride), c0 - c4);
-                    Store(data, shared, outSign, p, last, baseIndex, b0 + (5 * stride), c1 - c5);
-                    Store(data, shared, outSign, p, last, baseIndex, b0 + (6 * stride), c2 - c6);
-                    Store(data, shared, outSign, p, last, baseIndex, b0 + (7 * stride), c3 - c7);
+                    int i4 = i3 + stride, i5 = i4 + stride, i6 = i5 + stride, i7 = i6 + stride;
+                    if (first)
+                    {
+                        // All eight loads first, signs after: keeps the loads in flight together.
+                        v0 = g.Raw(i0); v1 = g.Raw(i1); v2 = g.Raw(i2); v3 = g.Raw(i3);
+                        v4 = g.Raw(i4); v5 = g.Raw(i5); v6 = g.Raw(i6); v7 = g.Raw(i7);
+                        if (p.UseIn != 0)
+                        {
+                            v0 *= g.InSign(i0); v1 *= g.InSign(i1); v2 *= g.InSign(i2); v3 *= g.InSign(i3);
+                            v4 *= g.InSign(i4); v5 *= g.InSign(i5); v6 *= g.InSign(i6); v7 *= g.InSign(i7);
+                        }
+                    }
+                    else
+                    {
+                        v0 = shared[Pad(i0)]; v1 = shared[Pad(i1)]; v2 = shared[Pad(i2)]; v3 = shared[Pad(i3)];
+                        v4 = shared[Pad(i4)]; v5 = shared[Pad(i5)]; v6 = shared[Pad(i6)]; v7 = shared[Pad(i7)];
+                    }
+                    Butterfly(ref v0, ref v1); Butterfly(ref v2, ref v3); Butterfly(ref v4, ref v5); Butterfly(ref v6, ref v7);
+                    Butterfly(ref v0, ref v2); Butterfly(ref v1, ref v3); Butterfly(ref v4, ref v6); Butterfly(ref v5, ref v7);
+                    Butterfly(ref v0, ref v4); Butterfly(ref v1, ref v5); Butterfly(ref v2, ref v6); Butterfly(ref v3, ref v7);
+                    if (last)
+                    {
+                        v0 *= p.Scale; v1 *= p.Scale; v2 *= p.Scale; v3 *= p.Scale;
+                        v4 *= p.Scale; v5 *= p.Scale; v6 *= p.Scale; v7 *= p.Scale;
+                        if (p.UseOut != 0)
+                        {
+                            v0 *= g.OutSign(i0); v1 *= g.OutSign(i1); v2 *= g.OutSign(i2); v3 *= g.OutSign(i3);
+                            v4 *= g.OutSign(i4); v5 *= g.OutSign(i5); v6 *= g.OutSign(i6); v7 *= g.OutSign(i7);
+                        }
+                        g.Raw(i0, v0); g.Raw(i1, v1); g.Raw(i2, v2); g.Raw(i3, v3);
+                        g.Raw(i4, v4); g.Raw(i5, v5); g.Raw(i6, v6); g.Raw(i7, v7);
+                    }
+                    else
+                    {
+                        shared[Pad(i0)] = v0; shared[Pad(i1)] = v1; shared[Pad(i2)] = v2; shared[Pad(i3)] = v3;
+                        shared[Pad(i4)] = v4; shared[Pad(i5)] = v5; shared[Pad(i6)] = v6; shared[Pad(i7)] = v7;
+                    }
                 }
-                else if (span == 4)
+                else if (count == 2)
                 {
-                    float v0 = Load(data, shared, inSign, p, first, baseIndex, b0);
-                    float v1 = Load(data, shared, inSign, p, first, baseIndex, b0 + stride);
-                    float v2 = Load(data, shared, inSign, p, first, baseIndex, b0 + (2 * stride));
-                    float v3 = Load(data, shared, inSign, p, first, baseIndex, b0 + (3 * stride));
-                    float a0 = v0 + v1, a1 = v0 - v1, a2 = v2 + v3, a3 = v2 - v3;
-                    Store(data, shared, outSign, p, last, baseIndex, b0, a0 + a2);
-                    Store(data, shared, outSign, p, last, baseIndex, b0 + stride, a1 + a3);
-                    Store(data, shared, outSign, p, last, baseIndex, b0 + (2 * stride), a0 - a2);
-                    Store(data, shared, outSign, p, last, baseIndex, b0 + (3 * stride), a1 - a3);
+                    if (first)
+                    {
+                        v0 = g.Load(i0); v1 = g.Load(i1); v2 = g.Load(i2); v3 = g.Load(i3);
+                    }
+                    else
+                    {
+                        v0 = shared[Pad(i0)]; v1 = shared[Pad(i1)]; v2 = shared[Pad(i2)]; v3 = shared[Pad(i3)];
+                    }
+                    Butterfly(ref v0, ref v1); Butterfly(ref v2, ref v3);
+                    Butterfly(ref v0, ref v2); Butterfly(ref v1, ref v3);
+                    if (last)
+                    {
+                        g.Store(i0, v0); g.Store(i1, v1); g.Store(i2, v2); g.Store(i3, v3);
+                    }
+                    else
+                    {
+                        shared[Pad(i0)] = v0; shared[Pad(i1)] = v1; shared[Pad(i2)] = v2; shared[Pad(i3)] = v3;
+                    }
                 }
-                else if (span == 2)
+                else
                 {
-                    float v0 = Load(data, shared, inSign, p, first, baseIndex, b0);
-                    float v1 = Load(data, shared, inSign, p, first, baseIndex, b0 + stride);
-                    Store(data, shared, outSign, p, last, baseIndex, b0, v0 + v1);
-                    Store(data, shared, outSign, p, last, baseIndex, b0 + stride, v0 - v1);
+                    if (first)
+                    {
+                        v0 = g.Load(i0); v1 = g.Load(i1);
+                    }
+                    else
+                    {
+                        v0 = shared[Pad(i0)]; v1 = shared[Pad(i1)];
+                    }
+                    Butterfly(ref v0, ref v1);
+                    if (last)
+                    {
+                        g.Store(i0, v0); g.Store(i1, v1);
+                    }
+                    else
+                    {
+                        shared[Pad(i0)] = v0; shared[Pad(i1)] = v1;
+                    }
                 }
             }
         }
 
         if (roundCount == 0)
         {
-            // Chunk of one element: only signs and scale.
+            // Chunks of one element: only signs and scale act.
             for (int i = tid; i < valid; i += groupSize)
-                Store(data, shared, outSign, p, true, baseIndex, i, Load(data, shared, inSign, p, true, baseIndex, i));
+                g.Store(i, g.Load(i));
         }
     }
 
-    private static float Load(ArrayView<float> data, ArrayView<float> shared, ArrayView<float> inSign, FwhtParams p, bool first, long baseIndex, int i)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Butterfly(ref float a, ref float b)
     {
-        if (!first)
-            return shared[Pad(i)];
-        long g = baseIndex + i;
-        float v = data[g];
-        if (p.UseIn != 0)
-            v *= inSign[(int)(g % p.RowLength)];
-        return v;
+        float s = a + b;
+        b = a - b;
+        a = s;
     }
 
-    private static void Store(ArrayView<float> data, ArrayView<float> shared, ArrayView<float> outSign, FwhtParams p, bool last, long baseIndex, int i, float v)
+    /// <summary>Global-memory side of one group: element i of the group's span, with its input/output sign and scale.</summary>
+    private readonly struct GlobalRow(ArrayView<float> data, ArrayView<float> inSign, ArrayView<float> outSign, long baseIndex, int colBase, FwhtParams p)
     {
-        if (!last)
+        /// <summary>Column of element i in its row, branch-free: (colBase + (i AND mask)) − n if that passes the row end.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private int Column(int i)
         {
-            shared[Pad(i)] = v;
-            return;
+            int col = colBase + (i & p.ColumnMask);
+            return col - (p.RowLength & ((p.RowLength - 1 - col) >> 31));
         }
-        long g = baseIndex + i;
-        v *= p.Scale;
-        if (p.UseOut != 0)
-            v *= outSign[(int)(g % p.RowLength)];
-        data[g] = v;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public float Raw(int i) => data[baseIndex + i];
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Raw(int i, float v) => data[baseIndex + i] = v;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public float InSign(int i) => inSign[Column(i)];
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public float OutSign(int i) => outSign[Column(i)];
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public float Load(int i)
+        {
+            float v = data[baseIndex + i];
+            return p.UseIn != 0 ? v * inSign[Column(i)] : v;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Store(int i, float v)
+        {
+            v *= p.Scale;
+            if (p.UseOut != 0)
+                v *= outSign[Column(i)];
+            data[baseIndex + i] = v;
+        }
     }
 
-    /// <summary>y[a·Inner + r] = Σ_b M[a,b]·x[b·Inner + r] per row (M = ±1 bits), in place, one [Order × Tile] tile per group.</summary>
-    internal static void SignMixKernel(ArrayView<float> data, ArrayView<uint> bits, ArrayView<float> inSign, ArrayView<float> outSign, MixParams p)
+    /// <summary>
+    /// y[a·Inner + r] = Σ_b M[a,b]·x[b·Inner + r] per row (M = ±1 bits, set = −1), in place, one [Order × Tile]
+    /// tile per group. Written as y = S − 2·Σ_{b: M[a,b] = −1} x_b with S the column sum, iterating only the set bits
+    /// of row a: about Order/2 shared loads and adds per output, with no per-element sign arithmetic. A warp's
+    /// lanes share one a (Tile = 32), so the bit loop is uniform across the warp.
+    /// </summary>
+    internal static void SignMixKernel<TShared>(ArrayView<float> data, ArrayView<uint> bits, ArrayView<float> inSign, ArrayView<float> outSign, MixParams p)
+        where TShared : struct, ISharedFloats
     {
-        var tile = SharedMemory.GetDynamic<float>();
+        var tile = default(TShared).Get();
         var sbits = SharedMemory.Allocate<uint>(MaxMixOrder * MaxMixWords);
+        var colSum = SharedMemory.Allocate<float>(MixTile);
         int tid = Group.IdxX;
         int groupSize = Group.DimX;
         int tilesPerRow = p.Inner / p.Tile;
@@ -346,30 +436,34 @@ public sealed class Hadamard : IKernelSet<Hadamard>
             tile[e] = v;
         }
         Group.Barrier();
+        for (int r = tid; r < p.Tile; r += groupSize)
+        {
+            float s = 0f;
+            for (int b = 0; b < p.Order; b++)
+                s += tile[(b * p.Tile) + r];
+            colSum[r] = s;
+        }
+        Group.Barrier();
 
         for (int e = tid; e < count; e += groupSize)
         {
             int a = e / p.Tile;
             int r = e - (a * p.Tile);
-            float acc = 0f;
+            float negatives = 0f;
             int rowBits = a * p.Words;
             for (int w = 0; w < p.Words; w++)
             {
                 uint word = sbits[rowBits + w];
-                int bEnd = p.Order - (w * 32);
-                if (bEnd > 32)
-                    bEnd = 32;
-                int tileBase = (w * 32 * p.Tile) + r;
-                for (int j = 0; j < bEnd; j++)
+                int wordBase = (w * 32 * p.Tile) + r;
+                while (word != 0)
                 {
-                    float x = tile[tileBase + (j * p.Tile)];
-                    // Flip the sign bit of x where M[a,b] = −1.
-                    int flip = (int)((word >> j) & 1u) << 31;
-                    acc += Interop.IntAsFloat(Interop.FloatAsInt(x) ^ (uint)flip);
+                    int j = IntrinsicMath.BitOperations.TrailingZeroCount(word);
+                    negatives += tile[wordBase + (j * p.Tile)];
+                    word &= word - 1;
                 }
             }
+            float acc = (colSum[r] - (2f * negatives)) * p.Scale;
             int col = (a * p.Inner) + r0 + r;
-            acc *= p.Scale;
             if (p.UseOut != 0)
                 acc *= outSign[col];
             data[rowBase + col] = acc;

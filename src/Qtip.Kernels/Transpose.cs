@@ -19,7 +19,7 @@ public sealed class Transpose : IKernelSet<Transpose>
     private Transpose(QtipDevice device)
     {
         this.device = device;
-        kernel = device.Accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, TransposeParams>(TransposeKernel);
+        kernel = device.LoadKernel<ArrayView<float>, ArrayView<float>, TransposeParams>(TransposeKernel);
     }
 
     public static Transpose Create(QtipDevice device) => new(device);

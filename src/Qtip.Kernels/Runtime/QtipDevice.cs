@@ -12,7 +12,7 @@ public interface IKernelSet<TSelf> where TSelf : class, IKernelSet<TSelf>
 }
 
 /// <summary>An open ILGPU context + accelerator, and the kernel sets loaded on it. Dispose to free the device.</summary>
-public sealed class QtipDevice : IDisposable
+public sealed partial class QtipDevice : IDisposable
 {
     private readonly ConcurrentDictionary<Type, object> kernelSets = new();
     private readonly Lock createLock = new();

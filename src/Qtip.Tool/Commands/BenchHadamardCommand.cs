@@ -14,7 +14,7 @@ namespace Qtip.Tool.Commands;
 /// </summary>
 public static class BenchHadamardCommand
 {
-    public sealed record Result(int N, int Rows, int SmallFactor, int Passes, double Microseconds, double GBps, double CopyGBps, double RatioToCopy, double MaxAbsError);
+    public sealed record Result(int N, int Rows, int SmallFactor, int Passes, double Microseconds, double GbPerSecond, double CopyGbPerSecond, double RatioToCopy, double MaxAbsError);
 
     public static Command Create()
     {
@@ -87,8 +87,8 @@ public static class BenchHadamardCommand
         Output.Table($"Hadamard transform, {rows} rows, fp32, in place (GB/s = read + write once)",
             ["n", "K", "passes", "µs", "GB/s", "copy GB/s", "of copy", "max |err| row 0"],
             results.Select(r => (IReadOnlyList<string>)[
-                r.N.ToString(), r.SmallFactor.ToString(), r.Passes.ToString(), r.Microseconds.ToString("F1"), r.GBps.ToString("F0"),
-                r.CopyGBps.ToString("F0"), r.RatioToCopy.ToString("P0"), r.MaxAbsError.ToString("E1")]));
+                r.N.ToString(), r.SmallFactor.ToString(), r.Passes.ToString(), r.Microseconds.ToString("F1"), r.GbPerSecond.ToString("F0"),
+                r.CopyGbPerSecond.ToString("F0"), r.RatioToCopy.ToString("P0"), r.MaxAbsError.ToString("E1")]));
         Output.WriteJson(json, new { device = device.ToString(), backend = device.Kind.Name(), date = DateTime.UtcNow.ToString("u"), results });
         return ExitCodes.Ok;
     }
