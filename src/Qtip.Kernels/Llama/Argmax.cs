@@ -17,7 +17,7 @@ public sealed class Argmax : IKernelSet<Argmax>
     private Argmax(QtipDevice device)
     {
         this.device = device;
-        kernel = device.Accelerator.LoadKernel<ArrayView<float>, ArrayView<int>, ArgmaxParams>(ArgmaxKernel);
+        kernel = device.LoadKernel<ArrayView<float>, ArrayView<int>, ArgmaxParams>(ArgmaxKernel);
     }
 
     public static Argmax Create(QtipDevice device) => new(device);

@@ -32,7 +32,10 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
     private Attention(QtipDevice device)
     {
         this.device = device;
-        kernel = device.Accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(AttentionKernel);
+        // OpenCL: a static shared buffer (ILGPU 1.5.3's dynamic local memory is wrong there across work-groups).
+        kernel = device.Kind == BackendKind.OpenCL
+            ? device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(AttentionKernel<StaticSharedFloats>)
+            : device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(AttentionKernel<DynamicSharedFloats>);
         serial = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(AttentionSerialKernel);
         Style = Check.DefaultStyle(device);
     }
@@ -46,7 +49,7 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
     /// <summary>Longest context (pos0 + rows) that fits this device's shared memory.</summary>
     public int MaxPositions => Style == KernelStyle.Serial
         ? 1 << 20
-        : (device.Accelerator.MaxSharedMemoryPerGroup / sizeof(float)) - PartialFloats - 64;
+        : (device.Kind == BackendKind.OpenCL ? StaticSharedFloats.Capacity : device.Accelerator.MaxSharedMemoryPerGroup / sizeof(float)) - PartialFloats - 64;
 
     /// <summary>
     /// q: rows × qStride (heads·headDim used, already rotated); caches: [positions × kvHeads·headDim] holding
@@ -86,7 +89,9 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
             serial(stream ?? device.Accelerator.DefaultStream, (int)groups, q, kCache, vCache, output, Scratch(groups * positions), p);
             return;
         }
-        var shared = SharedMemoryConfig.RequestDynamic<float>((int)positions + (g / device.WarpSize * headDim));
+        var shared = device.Kind == BackendKind.OpenCL
+            ? SharedMemoryConfig.Empty
+            : SharedMemoryConfig.RequestDynamic<float>((int)positions + (g / device.WarpSize * headDim));
         kernel(stream ?? device.Accelerator.DefaultStream, new KernelConfig((int)groups, g, shared), q, kCache, vCache, output, p);
     }
 
@@ -115,9 +120,10 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
         public readonly int Positions = positions;
     }
 
-    internal static void AttentionKernel(ArrayView<float> q, ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> output, AttentionParams p)
+    internal static void AttentionKernel<TShared>(ArrayView<float> q, ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> output, AttentionParams p)
+        where TShared : struct, ISharedFloats
     {
-        var shared = SharedMemory.GetDynamic<float>();
+        var shared = default(TShared).Get();
         int warp = Warp.WarpSize;
         int warps = Group.DimX / warp;
         var scores = shared.SubView(0, p.Positions);

@@ -21,7 +21,7 @@ public sealed class CrossEntropy : IKernelSet<CrossEntropy>
     private CrossEntropy(QtipDevice device)
     {
         this.device = device;
-        kernel = device.Accelerator.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, CrossEntropyParams>(CrossEntropyKernel);
+        kernel = device.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, CrossEntropyParams>(CrossEntropyKernel);
         serial = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, CrossEntropyParams>(CrossEntropySerialKernel);
         Style = Check.DefaultStyle(device);
     }

@@ -31,8 +31,17 @@ public sealed class MatMul : IKernelSet<MatMul>
     {
         this.device = device;
         var acc = device.Accelerator;
-        f16 = acc.LoadKernel<ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<Half, F16>);
-        f32 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<float, F32>);
+        // OpenCL: a static shared buffer (ILGPU 1.5.3's dynamic local memory is wrong there across work-groups).
+        if (device.Kind == BackendKind.OpenCL)
+        {
+            f16 = device.LoadKernel<ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<Half, F16, StaticSharedFloats>);
+            f32 = device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<float, F32, StaticSharedFloats>);
+        }
+        else
+        {
+            f16 = device.LoadKernel<ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<Half, F16, DynamicSharedFloats>);
+            f32 = device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<float, F32, DynamicSharedFloats>);
+        }
         f16Serial = acc.LoadAutoGroupedKernel<Index1D, ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulSerialKernel<Half, F16>);
         f32Serial = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulSerialKernel<float, F32>);
         Style = Check.DefaultStyle(device);
@@ -83,7 +92,10 @@ public sealed class MatMul : IKernelSet<MatMul>
         long groups = (long)tilesX * tilesY;
         if (groups > int.MaxValue)
             throw new ArgumentException($"{op}: {rows}×{m} output is too large for one launch");
-        var shared = SharedMemoryConfig.RequestDynamic<float>((tileRows + tileCols) * KChunk);
+        int sharedFloats = (tileRows + tileCols) * KChunk;
+        if (device.Kind == BackendKind.OpenCL && sharedFloats > StaticSharedFloats.Capacity)
+            throw new InvalidOperationException($"{op}: {sharedFloats} shared floats exceed the static OpenCL buffer of {StaticSharedFloats.Capacity}");
+        var shared = device.Kind == BackendKind.OpenCL ? SharedMemoryConfig.Empty : SharedMemoryConfig.RequestDynamic<float>(sharedFloats);
         return (new KernelConfig((int)groups, a * b, shared), new MatMulParams(rows, m, n, a, b, tilesX));
     }
 
@@ -148,12 +160,13 @@ public sealed class MatMul : IKernelSet<MatMul>
         public readonly int TilesX = tilesX;
     }
 
-    internal static void MatMulKernel<T, TW>(ArrayView<T> w, ArrayView<float> x, ArrayView<float> y, MatMulParams p)
+    internal static void MatMulKernel<T, TW, TShared>(ArrayView<T> w, ArrayView<float> x, ArrayView<float> y, MatMulParams p)
         where T : unmanaged
         where TW : struct, IWeightElement<T>
+        where TShared : struct, ISharedFloats
     {
         var loader = default(TW);
-        var shared = SharedMemory.GetDynamic<float>();
+        var shared = default(TShared).Get();
         int tileRows = Block * p.A, tileCols = Block * p.B;
         var xs = shared.SubView(0, tileRows * KChunk);
         var ws = shared.SubView(tileRows * KChunk, tileCols * KChunk);

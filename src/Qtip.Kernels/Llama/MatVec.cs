@@ -29,8 +29,8 @@ public sealed class MatVec : IKernelSet<MatVec>
         this.device = device;
         Style = Check.DefaultStyle(device);
         var acc = device.Accelerator;
-        f16 = acc.LoadKernel<ArrayView<Half>, ArrayView<Half>, ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatVecParams>(MatVecKernel<Half, F16>);
-        f32 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatVecParams>(MatVecKernel<float, F32>);
+        f16 = device.LoadKernel<ArrayView<Half>, ArrayView<Half>, ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatVecParams>(MatVecKernel<Half, F16>);
+        f32 = device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatVecParams>(MatVecKernel<float, F32>);
     }
 
     public static MatVec Create(QtipDevice device) => new(device);

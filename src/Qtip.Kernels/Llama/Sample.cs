@@ -25,7 +25,7 @@ public sealed class Sample : IKernelSet<Sample>
     private Sample(QtipDevice device)
     {
         this.device = device;
-        kernel = device.Accelerator.LoadKernel<ArrayView<float>, ArrayView<int>, SampleParams>(SampleKernel);
+        kernel = device.LoadKernel<ArrayView<float>, ArrayView<int>, SampleParams>(SampleKernel);
     }
 
     public static Sample Create(QtipDevice device) => new(device);

@@ -20,7 +20,7 @@ public sealed class Softmax : IKernelSet<Softmax>
     private Softmax(QtipDevice device)
     {
         this.device = device;
-        kernel = device.Accelerator.LoadKernel<ArrayView<float>, SoftmaxParams>(SoftmaxKernel);
+        kernel = device.LoadKernel<ArrayView<float>, SoftmaxParams>(SoftmaxKernel);
         serial = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, SoftmaxParams>(SoftmaxSerialKernel);
         Style = Check.DefaultStyle(device);
     }

@@ -85,6 +85,9 @@ public sealed class RopeTestsCpu() : RopeTests(BackendKind.Cpu);
 [Trait("Category", "Gpu")]
 public sealed class RopeTestsCuda() : RopeTests(BackendKind.Cuda);
 
+[Trait("Category", "Gpu")]
+public sealed class RopeTestsOpenCL() : RopeTests(BackendKind.OpenCL);
+
 public abstract class AttentionTests(BackendKind backend, KernelStyle style = KernelStyle.Grouped) : BackendTest(backend)
 {
     private Attention AttentionOp
@@ -161,3 +164,6 @@ public sealed class AttentionTestsCpuGrouped() : AttentionTests(BackendKind.Cpu,
 
 [Trait("Category", "Gpu")]
 public sealed class AttentionTestsCuda() : AttentionTests(BackendKind.Cuda);
+
+[Trait("Category", "Gpu")]
+public sealed class AttentionTestsOpenCL() : AttentionTests(BackendKind.OpenCL);

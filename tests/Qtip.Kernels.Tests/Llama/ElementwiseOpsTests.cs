@@ -54,6 +54,9 @@ public sealed class EmbeddingTestsCpu() : EmbeddingTests(BackendKind.Cpu);
 [Trait("Category", "Gpu")]
 public sealed class EmbeddingTestsCuda() : EmbeddingTests(BackendKind.Cuda);
 
+[Trait("Category", "Gpu")]
+public sealed class EmbeddingTestsOpenCL() : EmbeddingTests(BackendKind.OpenCL);
+
 public abstract class RmsNormTests(BackendKind backend, KernelStyle style = KernelStyle.Grouped) : BackendTest(backend)
 {
     private RmsNorm RmsNormOp
@@ -101,6 +104,9 @@ public sealed class RmsNormTestsCpuGrouped() : RmsNormTests(BackendKind.Cpu, Ker
 [Trait("Category", "Gpu")]
 public sealed class RmsNormTestsCuda() : RmsNormTests(BackendKind.Cuda);
 
+[Trait("Category", "Gpu")]
+public sealed class RmsNormTestsOpenCL() : RmsNormTests(BackendKind.OpenCL);
+
 public abstract class SwiGluTests(BackendKind backend) : BackendTest(backend)
 {
     [Fact]
@@ -127,6 +133,9 @@ public sealed class SwiGluTestsCpu() : SwiGluTests(BackendKind.Cpu);
 
 [Trait("Category", "Gpu")]
 public sealed class SwiGluTestsCuda() : SwiGluTests(BackendKind.Cuda);
+
+[Trait("Category", "Gpu")]
+public sealed class SwiGluTestsOpenCL() : SwiGluTests(BackendKind.OpenCL);
 
 public abstract class HalfToFloatAndRandomFillTests(BackendKind backend) : BackendTest(backend)
 {
@@ -163,3 +172,6 @@ public sealed class HalfToFloatAndRandomFillTestsCpu() : HalfToFloatAndRandomFil
 
 [Trait("Category", "Gpu")]
 public sealed class HalfToFloatAndRandomFillTestsCuda() : HalfToFloatAndRandomFillTests(BackendKind.Cuda);
+
+[Trait("Category", "Gpu")]
+public sealed class HalfToFloatAndRandomFillTestsOpenCL() : HalfToFloatAndRandomFillTests(BackendKind.OpenCL);

@@ -91,6 +91,9 @@ public sealed class SoftmaxAndCrossEntropyTestsCpuGrouped() : SoftmaxAndCrossEnt
 [Trait("Category", "Gpu")]
 public sealed class SoftmaxAndCrossEntropyTestsCuda() : SoftmaxAndCrossEntropyTests(BackendKind.Cuda);
 
+[Trait("Category", "Gpu")]
+public sealed class SoftmaxAndCrossEntropyTestsOpenCL() : SoftmaxAndCrossEntropyTests(BackendKind.OpenCL);
+
 public abstract class ArgmaxAndSampleTests(BackendKind backend) : BackendTest(backend)
 {
     [Fact]
@@ -177,3 +180,6 @@ public sealed class ArgmaxAndSampleTestsCpu() : ArgmaxAndSampleTests(BackendKind
 
 [Trait("Category", "Gpu")]
 public sealed class ArgmaxAndSampleTestsCuda() : ArgmaxAndSampleTests(BackendKind.Cuda);
+
+[Trait("Category", "Gpu")]
+public sealed class ArgmaxAndSampleTestsOpenCL() : ArgmaxAndSampleTests(BackendKind.OpenCL);

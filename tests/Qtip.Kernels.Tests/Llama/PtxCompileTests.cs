@@ -4,6 +4,7 @@ using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
 using ILGPU.Runtime.Cuda;
 using Qtip.Kernels.Llama;
+using Qtip.Kernels.Runtime;
 using Xunit;
 
 namespace Qtip.Kernels.Tests.Llama;
@@ -27,15 +28,18 @@ public sealed class PtxCompileTests
         {
             foreach (var method in type.GetMethods(BindingFlags.NonPublic | BindingFlags.Static | BindingFlags.DeclaredOnly).Where(m => m.Name.EndsWith("Kernel", StringComparison.Ordinal)))
             {
-                var variants = method.IsGenericMethodDefinition
-                    ? new[] { method.MakeGenericMethod(typeof(ILGPU.Half), typeof(F16)), method.MakeGenericMethod(typeof(float), typeof(F32)) }
-                    : [method];
+                var variants = !method.IsGenericMethodDefinition ? [method] : method.GetGenericArguments().Length switch
+                {
+                    1 => new[] { method.MakeGenericMethod(typeof(DynamicSharedFloats)), method.MakeGenericMethod(typeof(StaticSharedFloats)) },
+                    2 => [method.MakeGenericMethod(typeof(ILGPU.Half), typeof(F16)), method.MakeGenericMethod(typeof(float), typeof(F32))],
+                    _ => [method.MakeGenericMethod(typeof(ILGPU.Half), typeof(F16), typeof(DynamicSharedFloats)), method.MakeGenericMethod(typeof(float), typeof(F32), typeof(StaticSharedFloats))],
+                };
                 foreach (var m in variants)
                 {
                     bool implicitly = m.GetParameters()[0].ParameterType == typeof(Index1D);
                     var entry = implicitly ? EntryPointDescription.FromImplicitlyGroupedKernel(m) : EntryPointDescription.FromExplicitlyGroupedKernel(m);
                     var compiled = (PTXCompiledKernel)backend.Compile(entry, default);
-                    result[$"{type.Name}.{m.Name}{(m.IsGenericMethod ? "<" + m.GetGenericArguments()[0].Name + ">" : "")}"] = compiled.PTXAssembly;
+                    result[$"{type.Name}.{m.Name}{(m.IsGenericMethod ? "<" + string.Join(",", m.GetGenericArguments().Select(a => a.Name)) + ">" : "")}"] = compiled.PTXAssembly;
                 }
             }
         }
@@ -45,14 +49,14 @@ public sealed class PtxCompileTests
     [Fact]
     public void EveryLlamaKernel_CompilesToPtx()
     {
-        Assert.True(Ptx.Value.Count >= 23, $"only {Ptx.Value.Count} kernels found");
+        Assert.True(Ptx.Value.Count >= 24, $"only {Ptx.Value.Count} kernels found");
         Assert.All(Ptx.Value, kv => Assert.Contains(".entry", kv.Value, StringComparison.Ordinal));
     }
 
     [Fact]
     public void MatVecF16_Uses16ByteLoadsAndNativeConversion()
     {
-        var ptx = Ptx.Value["MatVec.MatVecKernel<Half>"];
+        var ptx = Ptx.Value["MatVec.MatVecKernel<Half,F16>"];
         Assert.Contains("ld.global.v4.b32", ptx, StringComparison.Ordinal);
         Assert.Contains("ld.global.v4.f32", ptx, StringComparison.Ordinal);
         Assert.Contains("cvt.f32.f16", ptx, StringComparison.Ordinal);
