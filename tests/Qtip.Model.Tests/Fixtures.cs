@@ -14,7 +14,8 @@ internal static class Fixtures
     private static readonly Lazy<string> RootDir = new(FindRoot);
 
     /// <summary>The repository root: above the test assembly, else above the current directory (a published test
-    /// executable run from a checkout, as on the GPU machine), else $QTIP_ROOT.</summary>
+    /// executable run from a checkout, as on the GPU machine; the runner may change the current directory, so the
+    /// shell's $PWD is tried too), else $QTIP_ROOT.</summary>
     public static string Root => RootDir.Value;
 
     public static string Nano => System.IO.Path.Combine(Root, "models", "llama-nano");
@@ -23,7 +24,7 @@ internal static class Fixtures
 
     private static string FindRoot()
     {
-        foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory(), Environment.GetEnvironmentVariable(RootVariable) })
+        foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory(), Environment.GetEnvironmentVariable("PWD"), Environment.GetEnvironmentVariable(RootVariable) })
         {
             for (var dir = start is null ? null : new DirectoryInfo(start); dir is not null; dir = dir.Parent)
             {
