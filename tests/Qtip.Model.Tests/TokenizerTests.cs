@@ -45,6 +45,24 @@ public sealed class TokenizerTests
     }
 
     [Fact]
+    public void CorruptOrMissingTokenizer_IsOneClearError()
+    {
+        var dir = Fixtures.TempDir("badtok");
+        try
+        {
+            var e = Assert.Throws<Qtip.Model.Checkpoint.ModelFormatException>(() => Tokenizers.Load(dir, 1, 2));
+            Assert.Contains("tokenizer", e.Message, StringComparison.Ordinal);
+            File.WriteAllBytes(Path.Combine(dir, "tokenizer.model"), [0x0A, 0x05, 0x0A, 0x03, 0x61]);
+            e = Assert.Throws<Qtip.Model.Checkpoint.ModelFormatException>(() => Tokenizers.Load(dir, 1, 2));
+            Assert.Contains("tokenizer.model", e.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
     public void LoadPicksSentencePieceForLlama2Folders()
     {
         var t = Tokenizers.Load(Fixtures.Nano, 1, 2);

@@ -118,9 +118,16 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
     {
         using (ranks)
         {
-            var pre = new RegexPreTokenizer(new Regex(Llama3Pattern, RegexOptions.Compiled), specials);
-            var tok = TiktokenTokenizer.Create(ranks, pre, null, specials);
-            return new ByteLevelBpeTokenizer(tok, bos, eos, vocab, [.. specials.Values]);
+            try
+            {
+                var pre = new RegexPreTokenizer(new Regex(Llama3Pattern, RegexOptions.Compiled), specials);
+                var tok = TiktokenTokenizer.Create(ranks, pre, null, specials);
+                return new ByteLevelBpeTokenizer(tok, bos, eos, vocab, [.. specials.Values]);
+            }
+            catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException)
+            {
+                throw new ModelFormatException("tokenizer", null, $"Microsoft.ML.Tokenizers cannot build the byte-level BPE: {e.Message}", e);
+            }
         }
     }
 

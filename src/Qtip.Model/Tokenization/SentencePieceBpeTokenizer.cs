@@ -144,8 +144,15 @@ public sealed class SentencePieceBpeTokenizer : ITextTokenizer
             }
         }
         LlamaTokenizer library;
-        using (var ms = new MemoryStream(bytes))
+        try
+        {
+            using var ms = new MemoryStream(bytes);
             library = LlamaTokenizer.Create(ms, addBeginOfSentence: false, addEndOfSentence: false);
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or InvalidProtocolBufferException or NotSupportedException)
+        {
+            throw new ModelFormatException(path, null, $"Microsoft.ML.Tokenizers cannot load this SentencePiece model: {e.Message}", e);
+        }
         return new SentencePieceBpeTokenizer(map, byteIds, unk, bos < 0 ? 1 : bos, eos < 0 ? 2 : eos, list.Count, addDummy, removeExtra, escape, library);
     }
 
