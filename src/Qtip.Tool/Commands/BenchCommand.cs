@@ -10,6 +10,7 @@ public static class BenchCommand
         var command = new Command("bench", "Benchmarks: kernel throughput against the device's own copy bandwidth, quantizer distortion.");
         command.Subcommands.Add(BenchHadamardCommand.Create());
         command.Subcommands.Add(BenchDistortionCommand.Create());
+        command.Subcommands.Add(BenchDecodeCommand.Create());
         return command;
     }
 }

@@ -1,0 +1,161 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Xunit;
+
+namespace Qtip.Tool.Tests;
+
+/// <summary>The runtime commands end to end on the bundled llama-nano, on the CPU backend, as a user runs them.</summary>
+public sealed class RuntimeCliTests : IDisposable
+{
+    private readonly string temp = Path.Combine(Path.GetTempPath(), $"qtip-cli-{Environment.ProcessId}-{Guid.NewGuid():N}");
+
+    public RuntimeCliTests() => Directory.CreateDirectory(temp);
+
+    public void Dispose() => Directory.Delete(temp, recursive: true);
+
+    private static string Root
+    {
+        get
+        {
+            var dir = new DirectoryInfo(AppContext.BaseDirectory);
+            while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Qtip.sln")))
+                dir = dir.Parent;
+            return dir?.FullName ?? throw new DirectoryNotFoundException("Qtip.sln");
+        }
+    }
+
+    private static string Nano => Path.Combine(Root, "models", "llama-nano");
+
+    private static JsonElement Reference => JsonDocument.Parse(File.ReadAllText(Path.Combine(Root, "data", "reference.json"))).RootElement.GetProperty("models").GetProperty("llama-nano");
+
+    private string Json(string name) => Path.Combine(temp, name);
+
+    [Fact]
+    public void Inspect_ShowsConfigTensorsAndParameters()
+    {
+        var r = QtipProcess.Run("inspect", "--model", Nano, "--json", Json("inspect.json"));
+        Assert.Equal(0, r.ExitCode);
+        Assert.Contains("2,491,008", r.Stdout, StringComparison.Ordinal);
+        Assert.Contains("model.layers.1.mlp.down_proj.weight", r.Stdout, StringComparison.Ordinal);
+        Assert.Contains("[8192,128]", r.Stdout, StringComparison.Ordinal);
+        using var doc = JsonDocument.Parse(File.ReadAllText(Json("inspect.json")));
+        Assert.Equal(21, doc.RootElement.GetProperty("tensors").GetArrayLength());
+        Assert.Equal(2491008, doc.RootElement.GetProperty("parameters").GetInt64());
+    }
+
+    [Fact]
+    public void Eval_TwoWindows_MatchesReferenceNll()
+    {
+        var r = QtipProcess.Run("eval", "--model", Nano, "--data", Path.Combine(Root, "data", "corpus", "valid.txt"), "--ctx", "512",
+            "--max-windows", "2", "--backend", "cpu", "--json", Json("eval.json"));
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var doc = JsonDocument.Parse(File.ReadAllText(Json("eval.json")));
+        var e = doc.RootElement;
+        Assert.Equal(2, e.GetProperty("windows").GetInt32());
+        Assert.Equal(1022, e.GetProperty("predicted_tokens").GetInt64());
+        Assert.Equal(389961, e.GetProperty("stream_tokens").GetInt64());
+        var w = Reference.GetProperty("valid").GetProperty("first_windows_mean_nll");
+        double want = (w[0].GetDouble() + w[1].GetDouble()) / 2;
+        Assert.True(Math.Abs(e.GetProperty("mean_nll").GetDouble() - want) < 1e-4 * want, $"mean NLL {e.GetProperty("mean_nll").GetDouble()} vs {want}");
+        Assert.Contains("ppl", r.Stdout, StringComparison.Ordinal);
+        Assert.Contains(e.GetProperty("perplexity").GetDouble().ToString("F4"), r.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Generate_Greedy_StreamsTheReferenceTokens()
+    {
+        var r = QtipProcess.Run("generate", "--model", Nano, "--prompt", "The", "--max-new-tokens", "8", "--backend", "cpu", "--json", Json("gen.json"));
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.StartsWith("Thesema’s sake of", r.Stdout, StringComparison.Ordinal);
+        Assert.Contains("tokens/s", r.Stderr, StringComparison.Ordinal);
+        using var doc = JsonDocument.Parse(File.ReadAllText(Json("gen.json")));
+        var want = Reference.GetProperty("generations")[0].GetProperty("generated_ids").EnumerateArray().Take(8).Select(x => x.GetInt32());
+        Assert.Equal(want, doc.RootElement.GetProperty("generated_ids").EnumerateArray().Select(x => x.GetInt32()));
+        Assert.Equal(new[] { 1, 339 }, doc.RootElement.GetProperty("prompt_ids").EnumerateArray().Select(x => x.GetInt32()));
+        Assert.True(doc.RootElement.GetProperty("decode_seconds").GetDouble() > 0);
+    }
+
+    [Fact]
+    public void Generate_Sampling_IsReproducibleForASeed()
+    {
+        int[] Run(string seed, string file)
+        {
+            var r = QtipProcess.Run("generate", "--model", Nano, "--prompt", "It is a truth", "-n", "6", "--temperature", "0.9", "--top-p", "0.9",
+                "--top-k", "40", "--seed", seed, "--backend", "cpu", "--json", Json(file));
+            Assert.True(r.ExitCode == 0, r.Stderr);
+            using var doc = JsonDocument.Parse(File.ReadAllText(Json(file)));
+            return doc.RootElement.GetProperty("generated_ids").EnumerateArray().Select(x => x.GetInt32()).ToArray();
+        }
+        var a = Run("5", "a.json");
+        var b = Run("5", "b.json");
+        Assert.Equal(a, b);
+        Assert.Equal(6, a.Length);
+    }
+
+    [Fact]
+    public void BenchDecode_SmallShapeOnCpu_ReportsBreakdown()
+    {
+        var r = QtipProcess.Run("bench", "decode", "--shape", "llama-nano", "--tokens", "3", "--prefill-ctx", "16", "--iterations", "1", "--backend", "cpu",
+            "--json", Json("bench.json"));
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var doc = JsonDocument.Parse(File.ReadAllText(Json("bench.json")));
+        var e = doc.RootElement;
+        Assert.True(e.GetProperty("tokens_per_second").GetDouble() > 0);
+        Assert.Equal(20, e.GetProperty("launches_per_token").GetInt32());
+        Assert.Equal(10, e.GetProperty("ops").GetArrayLength());
+        Assert.True(e.GetProperty("prefill_tokens_per_second").GetDouble() > 0);
+        Assert.Contains("where the time goes", r.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void TruncatedCheckpoint_ExitsThreeWithOneLineNamingTheFile()
+    {
+        var dir = Path.Combine(temp, "cut");
+        Directory.CreateDirectory(dir);
+        foreach (var f in Directory.GetFiles(Nano))
+            File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        using (var fs = new FileStream(Path.Combine(dir, "model.safetensors"), FileMode.Open))
+            fs.SetLength(fs.Length - 1000);
+        var r = QtipProcess.Run("inspect", "--model", dir);
+        Assert.Equal(3, r.ExitCode);
+        Assert.Single(r.Stderr.Trim().Split('\n'));
+        Assert.Contains("model.safetensors", r.Stderr, StringComparison.Ordinal);
+        Assert.Contains("tensor '", r.Stderr, StringComparison.Ordinal);
+        Assert.Contains("truncated", r.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void IndivisibleHeads_ExitsThree()
+    {
+        var dir = Path.Combine(temp, "heads");
+        Directory.CreateDirectory(dir);
+        var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(Nano, "config.json")))!.AsObject();
+        cfg["num_key_value_heads"] = 3;
+        File.WriteAllText(Path.Combine(dir, "config.json"), cfg.ToJsonString());
+        var r = QtipProcess.Run("eval", "--model", dir, "--backend", "cpu");
+        Assert.Equal(3, r.ExitCode);
+        Assert.Contains("num_key_value_heads 3", r.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void MissingModel_ExitsThree_BadOption_ExitsOne()
+    {
+        var r = QtipProcess.Run("generate", "--model", Path.Combine(temp, "none"), "--prompt", "x");
+        Assert.Equal(3, r.ExitCode);
+        Assert.Contains("none", r.Stderr, StringComparison.Ordinal);
+        r = QtipProcess.Run("eval", "--model", Nano, "--ctx", "1");
+        Assert.Equal(1, r.ExitCode);
+        r = QtipProcess.Run("generate", "--model", Nano, "--prompt", "x", "--top-p", "0");
+        Assert.Equal(1, r.ExitCode);
+    }
+
+    [Fact]
+    public void CudaUnavailable_ExitsTwo()
+    {
+        var r = QtipProcess.Run("generate", "--model", Nano, "--prompt", "The", "-n", "2", "--backend", "cuda");
+        if (r.ExitCode == 0)
+            return; // this machine has a GPU
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("backend 'cuda' is not available", r.Stderr, StringComparison.Ordinal);
+    }
+}
