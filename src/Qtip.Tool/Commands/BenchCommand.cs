@@ -9,6 +9,7 @@ public static class BenchCommand
     {
         var command = new Command("bench", "Benchmarks: kernel throughput against the device's own copy bandwidth, quantizer distortion.");
         command.Subcommands.Add(BenchHadamardCommand.Create());
+        command.Subcommands.Add(BenchDistortionCommand.Create());
         return command;
     }
 }

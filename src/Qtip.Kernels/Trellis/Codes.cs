@@ -1,0 +1,257 @@
+using System.Runtime.CompilerServices;
+using ILGPU;
+
+namespace Qtip.Kernels.Trellis;
+
+/// <summary>
+/// Read access to a code's data table (the HYB LUT, the random Gaussian LUT). Kernels use
+/// <see cref="DeviceTable"/> over an <see cref="ArrayView{T}"/>; host code (the CPU references in the tests, the
+/// bench's statistics) uses <see cref="HostTable"/> over a managed array. The decode functions are generic over
+/// it, so one function serves both.
+/// </summary>
+public interface ICodeTable
+{
+    float this[int index] { get; }
+}
+
+/// <summary>A code table in device memory (usable inside kernels).</summary>
+public readonly struct DeviceTable(ArrayView<float> view) : ICodeTable
+{
+    private readonly ArrayView<float> view = view;
+
+    public float this[int index]
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => view[index];
+    }
+}
+
+/// <summary>A code table in host memory (host code only; never passed to a kernel).</summary>
+public readonly struct HostTable(float[] data) : ICodeTable
+{
+    private readonly float[] data = data;
+
+    public float this[int index] => data[index];
+}
+
+/// <summary>
+/// A trellis code: the map from an L-bit state to V ∈ {1, 2} values (spec §2). It is split in two so that the
+/// Viterbi can precompute per-step costs for codes with few distinct outputs:
+/// <c>Decode(s) = Value(Symbol(s))</c>. A symbol is an integer that fully determines the values — the 1MAD byte
+/// sum (10 bits), the HYB LUT row plus sign (10 bits), the LUT index (L bits), or for 3INST the masked 32-bit
+/// word itself. <see cref="Codes.Decode{TCode,TTable}"/> is the one decode function every kernel and every CPU
+/// reference calls. Implementations are field-less structs used as generic type arguments, so each kernel is
+/// specialised per code at compile time.
+/// </summary>
+public interface ITrellisCode
+{
+    /// <summary>Values per state (1 or 2).</summary>
+    int V { get; }
+
+    /// <summary>The state's symbol (32-bit wrap-around arithmetic on the zero-extended state).</summary>
+    uint Symbol(uint state);
+
+    /// <summary>The V values of a symbol (<paramref name="v1"/> is 0 for V = 1).</summary>
+    void Value<TTable>(uint symbol, TTable table, out float v0, out float v1) where TTable : struct, ICodeTable;
+}
+
+/// <summary>Which code. Kernel sets are specialised per code struct; this enum names them on the host.</summary>
+public enum TrellisCodeKind
+{
+    /// <summary>1MAD (V = 1): LCG step, byte sum, centred and scaled (spec §2).</summary>
+    OneMad,
+
+    /// <summary>3INST (V = 1): LCG step, mask/xor into two fp16 halves, their fp16 sum (spec §2).</summary>
+    ThreeInst,
+
+    /// <summary>HYB (V = 2, Q = 9): hash s·(s+1), 512-row LUT of 2-D points, sign flip on component 0.</summary>
+    Hyb,
+
+    /// <summary>Random Gaussian table of 2^L × V values (the paper's RPTC baseline).</summary>
+    Lut,
+}
+
+/// <summary>1MAD: u = 34038481·s + 76625530; symbol = sum of u's four bytes (0…1020); value = (t − 510)/147.800537109375.</summary>
+public readonly struct OneMadCode : ITrellisCode
+{
+    public const uint Multiplier = 34038481u;
+    public const uint Increment = 76625530u;
+
+    /// <summary>√(4·(256² − 1)/12): the standard deviation of a sum of four uniform bytes, as float32.</summary>
+    public const float Divisor = 147.800537109375f;
+
+    public int V => 1;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public uint Symbol(uint state)
+    {
+        uint u = (state * Multiplier) + Increment;
+        // Byte sum with two paired adds: 16-bit lanes of (b0+b1, b2+b3), then the two lanes.
+        uint pairs = (u & 0x00FF00FFu) + ((u >> 8) & 0x00FF00FFu);
+        return (pairs & 0xFFFFu) + (pairs >> 16);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Value<TTable>(uint symbol, TTable table, out float v0, out float v1) where TTable : struct, ICodeTable
+    {
+        v0 = ((int)symbol - 510) / Divisor;
+        v1 = 0f;
+    }
+}
+
+/// <summary>
+/// 3INST: u = 89226354·s + 64248484; u = (u AND 0x8FFF8FFF) XOR 0x3B603B60; value = fp16(low half) + fp16(high
+/// half), added in fp16 (round to nearest even) and widened. The symbol is the masked word itself.
+/// </summary>
+public readonly struct ThreeInstCode : ITrellisCode
+{
+    public const uint Multiplier = 89226354u;
+    public const uint Increment = 64248484u;
+    public const uint Mask = 0x8FFF8FFFu;
+    public const uint Pattern = 0x3B603B60u;
+
+    public int V => 1;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public uint Symbol(uint state) => (((state * Multiplier) + Increment) & Mask) ^ Pattern;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Value<TTable>(uint symbol, TTable table, out float v0, out float v1) where TTable : struct, ICodeTable
+    {
+        // Both halves are normal fp16 numbers in ±[0.125, 2) (exponent field 12…15), so their float32 sum is exact
+        // and rounding it once to fp16 precision is exactly the fp16 addition.
+        float sum = HalfBitsToFloat(symbol & 0xFFFFu) + HalfBitsToFloat(symbol >> 16);
+        v0 = RoundToHalfPrecision(sum);
+        v1 = 0f;
+    }
+
+    /// <summary>Bits of a normal fp16 number → float32 (sign, exponent rebased by 127 − 15, mantissa shifted by 13).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float HalfBitsToFloat(uint h) =>
+        Interop.IntAsFloat(((h & 0x8000u) << 16) | (((h & 0x7FFFu) + ((127u - 15u) << 10)) << 13));
+
+    /// <summary>Rounds a float32 in the fp16 normal range to 11 significant bits, round to nearest even.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float RoundToHalfPrecision(float f)
+    {
+        uint bits = Interop.FloatAsInt(f);
+        bits += 0x0FFFu + ((bits >> 13) & 1u);
+        return Interop.IntAsFloat(bits & ~0x1FFFu);
+    }
+}
+
+/// <summary>
+/// HYB (Q = 9, V = 2): h = s·(s+1) mod 2^32; LUT row = bits 6…14 of h; component 0 negated when bit 15 of h is
+/// set (the reference flips the first component, not the second as the paper's text says). The symbol is bits
+/// 6…15 of h: row | sign·512. The table is the 512×2 LUT, row-major.
+/// </summary>
+public readonly struct HybCode : ITrellisCode
+{
+    public const int Q = 9;
+    public const int Rows = 1 << Q;
+
+    public int V => 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public uint Symbol(uint state) => ((state * (state + 1u)) >> (15 - Q)) & ((2u << Q) - 1u);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Value<TTable>(uint symbol, TTable table, out float v0, out float v1) where TTable : struct, ICodeTable
+    {
+        int row = (int)(symbol & (Rows - 1));
+        float a = table[2 * row];
+        v0 = (symbol >> Q) != 0 ? -a : a;
+        v1 = table[(2 * row) + 1];
+    }
+}
+
+/// <summary>Random LUT, V = 1: state s decodes to table[s] (2^L entries).</summary>
+public readonly struct Lut1Code : ITrellisCode
+{
+    public int V => 1;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public uint Symbol(uint state) => state;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Value<TTable>(uint symbol, TTable table, out float v0, out float v1) where TTable : struct, ICodeTable
+    {
+        v0 = table[(int)symbol];
+        v1 = 0f;
+    }
+}
+
+/// <summary>Random LUT, V = 2: state s decodes to (table[2s], table[2s+1]) (2^L × 2 entries).</summary>
+public readonly struct Lut2Code : ITrellisCode
+{
+    public int V => 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public uint Symbol(uint state) => state;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Value<TTable>(uint symbol, TTable table, out float v0, out float v1) where TTable : struct, ICodeTable
+    {
+        v0 = table[2 * (int)symbol];
+        v1 = table[(2 * (int)symbol) + 1];
+    }
+}
+
+/// <summary>The one decode function, and host-side facts about each code.</summary>
+public static class Codes
+{
+    /// <summary>State → its V values: <c>Value(Symbol(state))</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Decode<TCode, TTable>(uint state, TTable table, out float v0, out float v1)
+        where TCode : struct, ITrellisCode
+        where TTable : struct, ICodeTable
+    {
+        var code = default(TCode);
+        code.Value(code.Symbol(state), table, out v0, out v1);
+    }
+
+    /// <summary>Values per state of a code (the LUT code takes <paramref name="lutV"/>).</summary>
+    public static int ValuesPerState(TrellisCodeKind kind, int lutV = 1) => kind switch
+    {
+        TrellisCodeKind.OneMad or TrellisCodeKind.ThreeInst => 1,
+        TrellisCodeKind.Hyb => 2,
+        TrellisCodeKind.Lut => lutV,
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown code"),
+    };
+
+    /// <summary>
+    /// log2 of the number of distinct symbols a kernel must tabulate to cover every state of an L-bit trellis, or
+    /// 32 when the symbol is a free 32-bit word (3INST, decoded arithmetically per state).
+    /// </summary>
+    public static int SymbolBits(TrellisCodeKind kind, int l) => kind switch
+    {
+        TrellisCodeKind.OneMad => 10,
+        TrellisCodeKind.ThreeInst => 32,
+        TrellisCodeKind.Hyb => HybCode.Q + 1,
+        TrellisCodeKind.Lut => l,
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown code"),
+    };
+
+    /// <summary>Floats in the code's table for an L-bit trellis (0 when it has none).</summary>
+    public static int TableLength(TrellisCodeKind kind, int l, int v) => kind switch
+    {
+        TrellisCodeKind.Hyb => 2 * HybCode.Rows,
+        TrellisCodeKind.Lut => (1 << l) * v,
+        _ => 0,
+    };
+
+    /// <summary>Host decode of one state, dispatching on the kind (for references and statistics).</summary>
+    public static void DecodeHost(TrellisCodeKind kind, int v, uint state, float[]? table, out float v0, out float v1)
+    {
+        var t = new HostTable(table ?? []);
+        switch (kind)
+        {
+            case TrellisCodeKind.OneMad: Decode<OneMadCode, HostTable>(state, t, out v0, out v1); break;
+            case TrellisCodeKind.ThreeInst: Decode<ThreeInstCode, HostTable>(state, t, out v0, out v1); break;
+            case TrellisCodeKind.Hyb: Decode<HybCode, HostTable>(state, t, out v0, out v1); break;
+            case TrellisCodeKind.Lut when v == 1: Decode<Lut1Code, HostTable>(state, t, out v0, out v1); break;
+            case TrellisCodeKind.Lut: Decode<Lut2Code, HostTable>(state, t, out v0, out v1); break;
+            default: throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown code");
+        }
+    }
+}
