@@ -1,0 +1,140 @@
+namespace Qtip.Model.Checkpoint;
+
+/// <summary>Which linear of a decoder layer (or the output head).</summary>
+public enum LinearKind
+{
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+    LmHead,
+}
+
+/// <summary>Hugging Face tensor names of a Llama checkpoint.</summary>
+public static class LlamaNames
+{
+    public const string Embedding = "model.embed_tokens.weight";
+    public const string FinalNorm = "model.norm.weight";
+    public const string LmHead = "lm_head.weight";
+
+    public static string InputNorm(int layer) => $"model.layers.{layer}.input_layernorm.weight";
+
+    public static string PostAttentionNorm(int layer) => $"model.layers.{layer}.post_attention_layernorm.weight";
+
+    /// <summary>The weight name of a linear; <paramref name="layer"/> is ignored for <see cref="LinearKind.LmHead"/>.</summary>
+    public static string Linear(int layer, LinearKind kind) => kind switch
+    {
+        LinearKind.Q => $"model.layers.{layer}.self_attn.q_proj.weight",
+        LinearKind.K => $"model.layers.{layer}.self_attn.k_proj.weight",
+        LinearKind.V => $"model.layers.{layer}.self_attn.v_proj.weight",
+        LinearKind.O => $"model.layers.{layer}.self_attn.o_proj.weight",
+        LinearKind.Gate => $"model.layers.{layer}.mlp.gate_proj.weight",
+        LinearKind.Up => $"model.layers.{layer}.mlp.up_proj.weight",
+        LinearKind.Down => $"model.layers.{layer}.mlp.down_proj.weight",
+        LinearKind.LmHead => LmHead,
+        _ => throw new ArgumentOutOfRangeException(nameof(kind)),
+    };
+
+    /// <summary>[out, in] of a linear weight.</summary>
+    public static (int Out, int In) LinearShape(LlamaConfig c, LinearKind kind) => kind switch
+    {
+        LinearKind.Q => (c.QDim, c.HiddenSize),
+        LinearKind.K or LinearKind.V => (c.KvDim, c.HiddenSize),
+        LinearKind.O => (c.HiddenSize, c.QDim),
+        LinearKind.Gate or LinearKind.Up => (c.IntermediateSize, c.HiddenSize),
+        LinearKind.Down => (c.HiddenSize, c.IntermediateSize),
+        LinearKind.LmHead => (c.VocabSize, c.HiddenSize),
+        _ => throw new ArgumentOutOfRangeException(nameof(kind)),
+    };
+
+    public static readonly LinearKind[] LayerLinears = [LinearKind.Q, LinearKind.K, LinearKind.V, LinearKind.O, LinearKind.Gate, LinearKind.Up, LinearKind.Down];
+}
+
+/// <summary>
+/// A Hugging Face Llama checkpoint folder: <c>config.json</c>, the safetensors weights (single or sharded) and the
+/// tokenizer files. Opening checks that every tensor a Llama of this config needs is present with the right shape
+/// and a float dtype (F32, F16, BF16); with tied embeddings (or no <c>lm_head.weight</c> and
+/// <c>tie_word_embeddings</c>) the embedding is the output projection.
+/// </summary>
+public sealed class LlamaCheckpoint : IDisposable
+{
+    private LlamaCheckpoint(string folder, LlamaConfig config, TensorStore tensors)
+    {
+        Folder = folder;
+        Config = config;
+        Tensors = tensors;
+    }
+
+    public string Folder { get; }
+
+    public LlamaConfig Config { get; }
+
+    /// <summary>The loaded tensors by Hugging Face name.</summary>
+    public TensorStore Tensors { get; }
+
+    /// <summary>True when the output projection is the embedding matrix (no <c>lm_head.weight</c> stored).</summary>
+    public bool TiedEmbeddings => !Tensors.Contains(LlamaNames.LmHead);
+
+    /// <summary>The tensor name of the output projection: <c>lm_head.weight</c>, or the embedding when tied.</summary>
+    public string OutputProjectionName => TiedEmbeddings ? LlamaNames.Embedding : LlamaNames.LmHead;
+
+    /// <summary>Total number of parameters stored.</summary>
+    public long ParameterCount => Tensors.Tensors.Sum(t => t.ElementCount);
+
+    public static LlamaCheckpoint Open(string folder)
+    {
+        folder = Path.GetFullPath(folder);
+        if (!Directory.Exists(folder))
+            throw new ModelFormatException(folder, null, "model folder not found");
+        var config = LlamaConfig.Load(Path.Combine(folder, "config.json"));
+        var store = TensorStore.Open(folder);
+        try
+        {
+            Validate(config, store);
+            return new LlamaCheckpoint(folder, config, store);
+        }
+        catch
+        {
+            store.Dispose();
+            throw;
+        }
+    }
+
+    private static void Validate(LlamaConfig c, TensorStore store)
+    {
+        void Expect(string name, params long[] shape)
+        {
+            if (!store.Contains(name))
+                throw new ModelFormatException(store.Files.Count == 1 ? store.Files[0].Path : Path.GetDirectoryName(store.Files[0].Path)!, name,
+                    $"missing: a Llama with this config.json needs it, shape {TensorInfo.ShapeString(shape)}");
+            var t = store.Info(name);
+            if (!t.DType.IsWeightFloat())
+                throw new ModelFormatException(t.File, name, $"dtype {t.DType.Name()} {t.ShapeText}: weights must be F32, F16 or BF16");
+            if (!t.Shape.SequenceEqual(shape))
+                throw new ModelFormatException(t.File, name, $"shape {t.ShapeText}, but config.json implies {TensorInfo.ShapeString(shape)}");
+        }
+
+        Expect(LlamaNames.Embedding, c.VocabSize, c.HiddenSize);
+        for (int l = 0; l < c.NumHiddenLayers; l++)
+        {
+            Expect(LlamaNames.InputNorm(l), c.HiddenSize);
+            Expect(LlamaNames.PostAttentionNorm(l), c.HiddenSize);
+            foreach (var kind in LlamaNames.LayerLinears)
+            {
+                var (o, i) = LlamaNames.LinearShape(c, kind);
+                Expect(LlamaNames.Linear(l, kind), o, i);
+            }
+        }
+        Expect(LlamaNames.FinalNorm, c.HiddenSize);
+        if (store.Contains(LlamaNames.LmHead))
+            Expect(LlamaNames.LmHead, c.VocabSize, c.HiddenSize);
+        else if (!c.TieWordEmbeddings)
+            throw new ModelFormatException(store.Files[0].Path, LlamaNames.LmHead,
+                $"missing, and config.json does not tie the embeddings (tie_word_embeddings is false); expected shape [{c.VocabSize},{c.HiddenSize}]");
+    }
+
+    public void Dispose() => Tensors.Dispose();
+}

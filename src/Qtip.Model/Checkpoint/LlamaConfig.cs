@@ -1,0 +1,208 @@
+using System.Text.Json;
+
+namespace Qtip.Model.Checkpoint;
+
+/// <summary>RoPE frequency scaling. <c>Type</c> is "default" (none), "linear" or "llama3" (Llama 3.1+).</summary>
+public sealed record RopeScaling(string Type, double Factor = 1, double LowFreqFactor = 1, double HighFreqFactor = 4, int OriginalMaxPositionEmbeddings = 8192);
+
+/// <summary>
+/// A Llama <c>config.json</c> (Llama 1/2/3, transformers 4 and 5 spellings), immutable. Classic keys
+/// (<c>rope_theta</c>, <c>rope_scaling</c>, <c>torch_dtype</c>) and transformers 5's <c>rope_parameters</c> and
+/// <c>dtype</c> are both read; <c>rope_parameters</c> wins when both are present.
+/// </summary>
+public sealed record LlamaConfig
+{
+    public required string ModelType { get; init; }
+    public required IReadOnlyList<string> Architectures { get; init; }
+    public required int HiddenSize { get; init; }
+    public required int IntermediateSize { get; init; }
+    public required int NumHiddenLayers { get; init; }
+    public required int NumAttentionHeads { get; init; }
+    public required int NumKeyValueHeads { get; init; }
+    public required int HeadDim { get; init; }
+    public required int VocabSize { get; init; }
+    public required int MaxPositionEmbeddings { get; init; }
+    public required double RmsNormEps { get; init; }
+    public required double RopeTheta { get; init; }
+    public required RopeScaling RopeScaling { get; init; }
+    public required bool TieWordEmbeddings { get; init; }
+    public required int BosTokenId { get; init; }
+    public required IReadOnlyList<int> EosTokenIds { get; init; }
+    /// <summary>The checkpoint's stated dtype ("bfloat16", "float16", "float32"), or null.</summary>
+    public string? TorchDtype { get; init; }
+
+    /// <summary>Query width: heads × head_dim (the input of o_proj).</summary>
+    public int QDim => NumAttentionHeads * HeadDim;
+
+    /// <summary>Key/value width: KV heads × head_dim.</summary>
+    public int KvDim => NumKeyValueHeads * HeadDim;
+
+    /// <summary>Reads and validates <c>config.json</c>.</summary>
+    public static LlamaConfig Load(string path)
+    {
+        path = Path.GetFullPath(path);
+        byte[] bytes;
+        try
+        {
+            bytes = File.ReadAllBytes(path);
+        }
+        catch (FileNotFoundException)
+        {
+            throw new ModelFormatException(path, null, "file not found");
+        }
+        catch (DirectoryNotFoundException)
+        {
+            throw new ModelFormatException(path, null, "file not found (no such directory)");
+        }
+        catch (IOException e)
+        {
+            throw new ModelFormatException(path, null, $"cannot read: {e.Message}", e);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            throw new ModelFormatException(path, null, $"cannot read: {e.Message}", e);
+        }
+        return Parse(bytes, path);
+    }
+
+    public static LlamaConfig Parse(ReadOnlySpan<byte> json, string path = "config.json")
+    {
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(json.ToArray());
+        }
+        catch (JsonException e)
+        {
+            throw new ModelFormatException(path, null, $"not valid JSON: {e.Message}", e);
+        }
+        using (doc)
+        {
+            var r = doc.RootElement;
+            if (r.ValueKind != JsonValueKind.Object)
+                throw new ModelFormatException(path, null, "not a JSON object");
+            var p = new Reader(r, path);
+            string modelType = p.String("model_type") ?? throw Bad(path, "has no \"model_type\"");
+            if (modelType != "llama")
+                throw Bad(path, $"unsupported model_type '{modelType}' (only 'llama' is supported)");
+            var arch = p.StringArray("architectures");
+            if (arch.Count > 0 && !arch.Contains("LlamaForCausalLM"))
+                throw Bad(path, $"unsupported architectures [{string.Join(", ", arch)}] (expected LlamaForCausalLM)");
+            string act = p.String("hidden_act") ?? "silu";
+            if (act != "silu")
+                throw Bad(path, $"unsupported hidden_act '{act}' (Llama uses silu)");
+            if (p.Bool("attention_bias") == true || p.Bool("mlp_bias") == true)
+                throw Bad(path, "attention_bias / mlp_bias are not supported (Llama has no biases)");
+
+            int hidden = p.RequiredInt("hidden_size");
+            int heads = p.RequiredInt("num_attention_heads");
+            int kvHeads = p.Int("num_key_value_heads") ?? heads;
+            int? headDimKey = p.Int("head_dim");
+            if (headDimKey is null && hidden % heads != 0)
+                throw Bad(path, $"hidden_size {hidden} is not divisible by num_attention_heads {heads}");
+            int headDim = headDimKey ?? hidden / heads;
+            if (headDim <= 0 || headDim % 2 != 0)
+                throw Bad(path, $"head_dim {headDim} must be a positive even number (RoPE rotates pairs)");
+            if (kvHeads <= 0 || heads % kvHeads != 0)
+                throw Bad(path, $"num_attention_heads {heads} is not divisible by num_key_value_heads {kvHeads}");
+
+            var ropeParams = r.TryGetProperty("rope_parameters", out var rp) && rp.ValueKind == JsonValueKind.Object ? rp : (JsonElement?)null;
+            double theta = ropeParams is { } rpe && rpe.TryGetProperty("rope_theta", out var t1) && t1.ValueKind == JsonValueKind.Number
+                ? t1.GetDouble()
+                : p.Double("rope_theta") ?? 10000.0;
+            var scalingElement = ropeParams ?? (r.TryGetProperty("rope_scaling", out var rs) && rs.ValueKind == JsonValueKind.Object ? rs : null);
+            var scaling = ParseScaling(scalingElement, path);
+
+            var eos = new List<int>();
+            if (r.TryGetProperty("eos_token_id", out var e))
+            {
+                if (e.ValueKind == JsonValueKind.Number)
+                    eos.Add(e.GetInt32());
+                else if (e.ValueKind == JsonValueKind.Array)
+                    eos.AddRange(e.EnumerateArray().Select(x => x.GetInt32()));
+            }
+            var cfg = new LlamaConfig
+            {
+                ModelType = modelType,
+                Architectures = arch,
+                HiddenSize = hidden,
+                IntermediateSize = p.RequiredInt("intermediate_size"),
+                NumHiddenLayers = p.RequiredInt("num_hidden_layers"),
+                NumAttentionHeads = heads,
+                NumKeyValueHeads = kvHeads,
+                HeadDim = headDim,
+                VocabSize = p.RequiredInt("vocab_size"),
+                MaxPositionEmbeddings = p.Int("max_position_embeddings") ?? 2048,
+                RmsNormEps = p.Double("rms_norm_eps") ?? 1e-6,
+                RopeTheta = theta,
+                RopeScaling = scaling,
+                TieWordEmbeddings = p.Bool("tie_word_embeddings") ?? false,
+                BosTokenId = p.Int("bos_token_id") ?? 1,
+                EosTokenIds = eos.Count > 0 ? eos : [2],
+                TorchDtype = p.String("dtype") ?? p.String("torch_dtype"),
+            };
+            foreach (var (name, v) in new[] { ("hidden_size", cfg.HiddenSize), ("intermediate_size", cfg.IntermediateSize), ("num_hidden_layers", cfg.NumHiddenLayers), ("num_attention_heads", heads), ("vocab_size", cfg.VocabSize), ("max_position_embeddings", cfg.MaxPositionEmbeddings) })
+            {
+                if (v <= 0)
+                    throw Bad(path, $"{name} must be positive (got {v})");
+            }
+            return cfg;
+        }
+    }
+
+    private static RopeScaling ParseScaling(JsonElement? e, string path)
+    {
+        if (e is not { } s)
+            return new RopeScaling("default");
+        string type = (s.TryGetProperty("rope_type", out var rt) && rt.ValueKind == JsonValueKind.String ? rt.GetString()
+            : s.TryGetProperty("type", out var ty) && ty.ValueKind == JsonValueKind.String ? ty.GetString() : null) ?? "default";
+        var p = new Reader(s, path);
+        return type switch
+        {
+            "default" => new RopeScaling("default"),
+            "linear" => new RopeScaling("linear", p.Double("factor") ?? throw Bad(path, "rope scaling 'linear' has no factor")),
+            "llama3" => new RopeScaling("llama3",
+                p.Double("factor") ?? throw Bad(path, "rope scaling 'llama3' has no factor"),
+                p.Double("low_freq_factor") ?? 1,
+                p.Double("high_freq_factor") ?? 4,
+                p.Int("original_max_position_embeddings") ?? 8192),
+            _ => throw Bad(path, $"unsupported rope scaling type '{type}' (supported: default, linear, llama3)"),
+        };
+    }
+
+    private static ModelFormatException Bad(string path, string problem) => new(path, null, problem);
+
+    private readonly struct Reader(JsonElement root, string path)
+    {
+        public string? String(string key) =>
+            root.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+
+        public bool? Bool(string key) =>
+            root.TryGetProperty(key, out var v) && v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : null;
+
+        public int? Int(string key)
+        {
+            if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
+                return null;
+            if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out int i))
+                throw Bad(path, $"\"{key}\" is {v.GetRawText()}, not an integer");
+            return i;
+        }
+
+        public int RequiredInt(string key) => Int(key) ?? throw Bad(path, $"has no \"{key}\"");
+
+        public double? Double(string key)
+        {
+            if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
+                return null;
+            if (v.ValueKind != JsonValueKind.Number)
+                throw Bad(path, $"\"{key}\" is {v.GetRawText()}, not a number");
+            return v.GetDouble();
+        }
+
+        public List<string> StringArray(string key) =>
+            root.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Array
+                ? v.EnumerateArray().Where(x => x.ValueKind == JsonValueKind.String).Select(x => x.GetString()!).ToList()
+                : [];
+    }
+}

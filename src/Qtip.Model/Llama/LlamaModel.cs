@@ -1,0 +1,535 @@
+using ILGPU;
+using ILGPU.Runtime;
+using Qtip.Kernels;
+using Qtip.Kernels.Llama;
+using Qtip.Kernels.Runtime;
+using Qtip.Model.Checkpoint;
+
+namespace Qtip.Model.Llama;
+
+/// <summary>
+/// A Llama decoder on the device, built from the ops in Qtip.Kernels.Llama. The forward pass
+/// (<see cref="Forward"/>) reads top to bottom like the paper's Llama and llama2.c's <c>forward</c>. Every activation
+/// buffer and the KV cache are allocated once, for <see cref="MaxPrefillRows"/> rows and <see cref="MaxContext"/>
+/// positions. Linears are <see cref="ILinearLayer"/>s and can be replaced one by one (<see cref="SetLinear"/>);
+/// when q/k/v (or gate/up) are dense layers of one precision, a decode step runs each group as one fused launch.
+/// </summary>
+public sealed partial class LlamaModel : IDisposable
+{
+    private readonly QtipDevice device;
+    private readonly Accelerator acc;
+
+    // Weights (shapes in comments; dim = hidden, qDim = heads·headDim, kvDim = kvHeads·headDim).
+    private readonly MemoryBuffer1D<ILGPU.Half, Stride1D.Dense>? embedHalf; // (vocab, dim)
+    private readonly MemoryBuffer1D<float, Stride1D.Dense>? embedFloat;     // (vocab, dim)
+    private readonly LayerWeights[] layers;
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> finalNorm;       // (dim)
+    private ILinearLayer lmHead;                                            // (vocab, dim)
+
+    // Activations, rows = up to MaxPrefillRows.
+    private readonly MemoryBuffer1D<int, Stride1D.Dense> tokens;   // (rows) input ids; tokens[0] is the decode input
+    private readonly MemoryBuffer1D<int, Stride1D.Dense> targets;  // (rows) next ids, for the NLL
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> nll;    // (rows)
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> x;      // (rows, dim) residual stream
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> xb;     // (rows, max(dim, qDim)) normed input / attention output
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> xb2;    // (rows, dim) output of o_proj / down_proj
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> hb;     // (rows, hidden) gate, then silu(gate)·up
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> hb2;    // (rows, hidden) up
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> qkv;    // q (rows, qDim) | k (rows, kvDim) | v (rows, kvDim)
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> logits; // (rows, vocab)
+    private readonly MemoryBuffer1D<float, Stride1D.Dense>[] keyCache;   // per layer (MaxContext, kvDim)
+    private readonly MemoryBuffer1D<float, Stride1D.Dense>[] valueCache; // per layer (MaxContext, kvDim)
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> ropeCos; // (MaxContext, headDim/2)
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> ropeSin; // (MaxContext, headDim/2)
+    private readonly int[] hostToken = new int[1];
+
+    private LlamaModel(QtipDevice device, LlamaConfig config, ModelOptions options, LlamaCheckpoint? checkpoint,
+        MemoryBuffer1D<ILGPU.Half, Stride1D.Dense>? embedHalf, MemoryBuffer1D<float, Stride1D.Dense>? embedFloat,
+        LayerWeights[] layers, MemoryBuffer1D<float, Stride1D.Dense> finalNorm, ILinearLayer lmHead)
+    {
+        this.device = device;
+        acc = device.Accelerator;
+        Config = config;
+        Checkpoint = checkpoint;
+        this.embedHalf = embedHalf;
+        this.embedFloat = embedFloat;
+        this.layers = layers;
+        this.finalNorm = finalNorm;
+        this.lmHead = lmHead;
+        Precision = options.Precision;
+
+        int attentionLimit = device.Get<Attention>().MaxPositions;
+        MaxContext = Math.Min(options.MaxContext ?? Math.Min(config.MaxPositionEmbeddings, 2048), attentionLimit);
+        if (options.MaxContext is { } requested && requested > attentionLimit)
+            throw new InvalidInputException($"context {requested} exceeds the {attentionLimit} positions that attention fits in shared memory on {device.Name}");
+        MaxPrefillRows = Math.Clamp(options.MaxPrefillRows ?? MaxContext, 1, MaxContext);
+        int rows = MaxPrefillRows;
+        int dim = config.HiddenSize, qDim = config.QDim, kvDim = config.KvDim;
+        tokens = acc.Allocate1D<int>(rows);
+        targets = acc.Allocate1D<int>(rows);
+        nll = acc.Allocate1D<float>(rows);
+        x = acc.Allocate1D<float>((long)rows * dim);
+        xb = acc.Allocate1D<float>((long)rows * Math.Max(dim, qDim));
+        xb2 = acc.Allocate1D<float>((long)rows * dim);
+        hb = acc.Allocate1D<float>((long)rows * config.IntermediateSize);
+        hb2 = acc.Allocate1D<float>((long)rows * config.IntermediateSize);
+        qkv = acc.Allocate1D<float>((long)rows * (qDim + (2 * kvDim)));
+        logits = acc.Allocate1D<float>((long)rows * config.VocabSize);
+        keyCache = new MemoryBuffer1D<float, Stride1D.Dense>[config.NumHiddenLayers];
+        valueCache = new MemoryBuffer1D<float, Stride1D.Dense>[config.NumHiddenLayers];
+        for (int l = 0; l < config.NumHiddenLayers; l++)
+        {
+            keyCache[l] = acc.Allocate1D<float>((long)MaxContext * kvDim);
+            valueCache[l] = acc.Allocate1D<float>((long)MaxContext * kvDim);
+        }
+        var inv = RopeTable.DefaultFrequencies(config.HeadDim, config.RopeTheta);
+        inv = config.RopeScaling.Type switch
+        {
+            "linear" => RopeTable.Linear(inv, config.RopeScaling.Factor),
+            "llama3" => RopeTable.Llama3(inv, config.RopeScaling.Factor, config.RopeScaling.LowFreqFactor, config.RopeScaling.HighFreqFactor, config.RopeScaling.OriginalMaxPositionEmbeddings),
+            _ => inv,
+        };
+        var (cos, sin) = RopeTable.Build(inv, MaxContext);
+        ropeCos = acc.Allocate1D(cos);
+        ropeSin = acc.Allocate1D(sin);
+    }
+
+    public LlamaConfig Config { get; }
+
+    /// <summary>The checkpoint the weights came from (host access to every tensor by Hugging Face name), or null for a synthetic model.</summary>
+    public LlamaCheckpoint? Checkpoint { get; }
+
+    public QtipDevice Device => device;
+
+    public WeightPrecision Precision { get; }
+
+    /// <summary>Positions the KV cache holds.</summary>
+    public int MaxContext { get; }
+
+    /// <summary>Rows one prefill call can take.</summary>
+    public int MaxPrefillRows { get; }
+
+    /// <summary>The stream all work is enqueued on.</summary>
+    public AcceleratorStream Stream => acc.DefaultStream;
+
+    /// <summary>Optional taps on prefill activations (Hessian collection).</summary>
+    public IActivationObserver? Observer { get; set; }
+
+    /// <summary>Logits of the last forward: rows×vocab (row 0 only after a decode step or a <see cref="LogitsMode.Last"/> prefill).</summary>
+    public ArrayView<float> Logits => logits.View;
+
+    /// <summary>The device token buffer: element 0 is the input of the next decode step (written by argmax/sampling).</summary>
+    public ArrayView<int> Tokens => tokens.View;
+
+    /// <summary>Embedding matrix (vocab×dim) on the device in fp16, when <see cref="Precision"/> is Float16.</summary>
+    public ArrayView<ILGPU.Half> EmbeddingHalf => embedHalf?.View ?? throw new InvalidOperationException("the embedding is fp32");
+
+    /// <summary>Embedding matrix (vocab×dim) on the device in fp32, when <see cref="Precision"/> is Float32.</summary>
+    public ArrayView<float> EmbeddingFloat => embedFloat?.View ?? throw new InvalidOperationException("the embedding is fp16");
+
+    /// <summary>Bytes of weights one decode step reads (linears and the output head; the embedding row is negligible).</summary>
+    public long DecodeWeightBytes =>
+        layers.Sum(l => l.Linears.Sum(li => li is DenseLinear d ? d.WeightBytes : 0L)) + (lmHead is DenseLinear h ? h.WeightBytes : 0L);
+
+    // ---------------------------------------------------------------- loading
+
+    /// <summary>Loads a checkpoint onto the device.</summary>
+    public static LlamaModel Load(QtipDevice device, LlamaCheckpoint checkpoint, ModelOptions? options = null)
+    {
+        options ??= new ModelOptions();
+        var c = checkpoint.Config;
+        var store = checkpoint.Tensors;
+        var p = options.Precision;
+        MemoryBuffer1D<ILGPU.Half, Stride1D.Dense>? eh = null;
+        MemoryBuffer1D<float, Stride1D.Dense>? ef = null;
+        var layerList = new List<LayerWeights>();
+        MemoryBuffer1D<float, Stride1D.Dense>? norm = null;
+        ILinearLayer? head = null;
+        try
+        {
+            if (p == WeightPrecision.Float16)
+                eh = DenseLinear.UploadHalf(device, DenseLinear.ReadHalfChecked(store, LlamaNames.Embedding));
+            else
+                ef = device.Accelerator.Allocate1D(store.ReadFloat32(LlamaNames.Embedding));
+            for (int l = 0; l < c.NumHiddenLayers; l++)
+            {
+                var lw = new LayerWeights(
+                    device.Accelerator.Allocate1D(store.ReadFloat32(LlamaNames.InputNorm(l))),
+                    device.Accelerator.Allocate1D(store.ReadFloat32(LlamaNames.PostAttentionNorm(l))));
+                layerList.Add(lw);
+                foreach (var kind in LlamaNames.LayerLinears)
+                    lw.Linears[(int)kind] = DenseLinear.FromCheckpoint(device, store, LlamaNames.Linear(l, kind), p);
+            }
+            norm = device.Accelerator.Allocate1D(store.ReadFloat32(LlamaNames.FinalNorm));
+            head = checkpoint.TiedEmbeddings
+                ? (eh is not null ? DenseLinear.Wrap(device, eh, c.VocabSize, c.HiddenSize) : DenseLinear.Wrap(device, ef!, c.VocabSize, c.HiddenSize))
+                : DenseLinear.FromCheckpoint(device, store, LlamaNames.LmHead, p);
+            return new LlamaModel(device, c, options, checkpoint, eh, ef, [.. layerList], norm, head);
+        }
+        catch
+        {
+            eh?.Dispose();
+            ef?.Dispose();
+            foreach (var lw in layerList)
+                lw.Dispose();
+            norm?.Dispose();
+            head?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// A model of <paramref name="config"/>'s shape with seeded random weights generated on the device (no host copy):
+    /// linears uniform with variance 1/in, the embedding uniform ±0.5, norms 1. For speed measurements.
+    /// </summary>
+    public static LlamaModel CreateRandom(QtipDevice device, LlamaConfig config, ModelOptions options, ulong seed = 1)
+    {
+        var fill = device.Get<RandomFill>();
+        var a = device.Accelerator;
+        var p = options.Precision;
+        ulong next = seed;
+        MemoryBuffer1D<ILGPU.Half, Stride1D.Dense>? eh = null;
+        MemoryBuffer1D<float, Stride1D.Dense>? ef = null;
+        long embedCount = (long)config.VocabSize * config.HiddenSize;
+        if (p == WeightPrecision.Float16)
+        {
+            eh = a.Allocate1D<ILGPU.Half>(embedCount);
+            fill.Apply(eh.View, next++, 0.5f);
+        }
+        else
+        {
+            ef = a.Allocate1D<float>(embedCount);
+            fill.Apply(ef.View, next++, 0.5f);
+        }
+        MemoryBuffer1D<float, Stride1D.Dense> Ones(int n)
+        {
+            var b = a.Allocate1D<float>(n);
+            b.View.CopyFromCPU(Enumerable.Repeat(1f, n).ToArray());
+            return b;
+        }
+        DenseLinear Random(int o, int i)
+        {
+            float scale = MathF.Sqrt(3f / i);
+            if (p == WeightPrecision.Float16)
+            {
+                var b = a.Allocate1D<ILGPU.Half>((long)o * i);
+                fill.Apply(b.View, next++, scale);
+                return DenseLinear.Own(device, b, o, i);
+            }
+            var f = a.Allocate1D<float>((long)o * i);
+            fill.Apply(f.View, next++, scale);
+            return DenseLinear.Own(device, f, o, i);
+        }
+        var layerWeights = new LayerWeights[config.NumHiddenLayers];
+        for (int l = 0; l < layerWeights.Length; l++)
+        {
+            layerWeights[l] = new LayerWeights(Ones(config.HiddenSize), Ones(config.HiddenSize));
+            foreach (var kind in LlamaNames.LayerLinears)
+            {
+                var (o, i) = LlamaNames.LinearShape(config, kind);
+                layerWeights[l].Linears[(int)kind] = Random(o, i);
+            }
+        }
+        var head = config.TieWordEmbeddings
+            ? (eh is not null ? DenseLinear.Wrap(device, eh, config.VocabSize, config.HiddenSize) : DenseLinear.Wrap(device, ef!, config.VocabSize, config.HiddenSize))
+            : Random(config.VocabSize, config.HiddenSize);
+        a.Synchronize();
+        return new LlamaModel(device, config, options, null, eh, ef, layerWeights, Ones(config.HiddenSize), head);
+    }
+
+    // ---------------------------------------------------------------- linears
+
+    /// <summary>The linear <paramref name="kind"/> of decoder layer <paramref name="layer"/> (layer ignored for the output head).</summary>
+    public ILinearLayer GetLinear(int layer, LinearKind kind) =>
+        kind == LinearKind.LmHead ? lmHead : LayerAt(layer).Linears[(int)kind];
+
+    /// <summary>
+    /// Puts <paramref name="replacement"/> in place of a linear (e.g. a quantized layer); its shape must match. The
+    /// model owns the replacement from now on; the old layer is disposed unless <paramref name="disposeOld"/> is false.
+    /// </summary>
+    public void SetLinear(int layer, LinearKind kind, ILinearLayer replacement, bool disposeOld = true)
+    {
+        var old = GetLinear(layer, kind);
+        if (replacement.InFeatures != old.InFeatures || replacement.OutFeatures != old.OutFeatures)
+            throw new ArgumentException($"{LlamaNames.Linear(layer, kind)}: replacement is {replacement.OutFeatures}×{replacement.InFeatures}, expected {old.OutFeatures}×{old.InFeatures}", nameof(replacement));
+        if (kind == LinearKind.LmHead)
+            lmHead = replacement;
+        else
+            LayerAt(layer).Linears[(int)kind] = replacement;
+        if (disposeOld && !ReferenceEquals(old, replacement))
+            old.Dispose();
+    }
+
+    /// <summary>Maps a Hugging Face weight name ("model.layers.3.mlp.up_proj.weight", "lm_head.weight") to (layer, kind).</summary>
+    public bool TryParseLinearName(string name, out int layer, out LinearKind kind)
+    {
+        for (layer = 0; layer < layers.Length; layer++)
+        {
+            foreach (var k in LlamaNames.LayerLinears)
+            {
+                if (LlamaNames.Linear(layer, k) == name)
+                {
+                    kind = k;
+                    return true;
+                }
+            }
+        }
+        layer = 0;
+        kind = LinearKind.LmHead;
+        return name == LlamaNames.LmHead;
+    }
+
+    private LayerWeights LayerAt(int layer) =>
+        (uint)layer < (uint)layers.Length ? layers[layer] : throw new ArgumentOutOfRangeException(nameof(layer), layer, $"the model has {layers.Length} layers");
+
+    // ---------------------------------------------------------------- forward
+
+    /// <summary>
+    /// Runs <paramref name="ids"/> at positions pos0.. through the model, filling the KV cache, and computes the logits
+    /// <paramref name="mode"/> asks for. With <paramref name="throughLayer"/> ≥ 0 it stops after that decoder layer
+    /// (its residual added into x; no logits). Enqueued on <see cref="Stream"/>; read results after it.
+    /// </summary>
+    public void Prefill(ReadOnlySpan<int> ids, int pos0 = 0, LogitsMode mode = LogitsMode.All, int throughLayer = -1)
+    {
+        if (ids.Length == 0)
+            throw new ArgumentException("no tokens to run", nameof(ids));
+        if (ids.Length > MaxPrefillRows)
+            throw new ArgumentException($"{ids.Length} tokens exceed the {MaxPrefillRows} rows this model was sized for", nameof(ids));
+        if (pos0 < 0 || pos0 + ids.Length > MaxContext)
+            throw new ArgumentException($"positions {pos0}..{pos0 + ids.Length - 1} exceed the KV cache of {MaxContext}", nameof(pos0));
+        if (throughLayer >= layers.Length)
+            throw new ArgumentOutOfRangeException(nameof(throughLayer), throughLayer, $"the model has {layers.Length} layers");
+        Embedding.CheckIds(ids, Config.VocabSize);
+        ((ArrayView<int>)tokens.View).SubView(0, ids.Length).CopyFromCPU(ids);
+        Forward(ids.Length, pos0, throughLayer >= 0 ? LogitsMode.None : mode, throughLayer, Observer);
+    }
+
+    /// <summary>One decode step: the id in <see cref="Tokens"/>[0] at <paramref name="position"/>; logits in row 0.</summary>
+    public void DecodeStep(int position)
+    {
+        if (position < 0 || position >= MaxContext)
+            throw new ArgumentOutOfRangeException(nameof(position), position, $"position outside the KV cache of {MaxContext}");
+        Forward(1, position, LogitsMode.Last, -1, null);
+    }
+
+    /// <summary>
+    /// The forward pass over rows tokens (in <c>tokens</c>) at positions pos0.., as in the Llama paper / llama2.c.
+    /// dim = hidden size, qDim = heads·headDim, kvDim = kvHeads·headDim, hidden = intermediate size.
+    /// </summary>
+    private void Forward(int rows, int pos0, LogitsMode mode, int throughLayer, IActivationObserver? observer)
+    {
+        var c = Config;
+        var s = Stream;
+        int dim = c.HiddenSize, qDim = c.QDim, kvDim = c.KvDim, hidden = c.IntermediateSize;
+        float eps = (float)c.RmsNormEps;
+        var norm = device.Get<RmsNorm>();
+        var view = (MemoryBuffer1D<float, Stride1D.Dense> b, long count) => b.View.SubView(0, count);
+        var xv = view(x, (long)rows * dim);
+        var xbv = view(xb, (long)rows * Math.Max(dim, qDim));
+        var xb2v = view(xb2, (long)rows * dim);
+        var q = qkv.View.SubView(0, (long)rows * qDim);                                // (rows, qDim)
+        var k = qkv.View.SubView((long)rows * qDim, (long)rows * kvDim);               // (rows, kvDim)
+        var v = qkv.View.SubView((long)rows * (qDim + kvDim), (long)rows * kvDim);     // (rows, kvDim)
+
+        // x (rows, dim) = embed_tokens[tokens]
+        if (embedHalf is not null)
+            device.Get<Embedding>().Apply(embedHalf.View, c.VocabSize, dim, tokens.View, xv, rows, s);
+        else
+            device.Get<Embedding>().Apply(embedFloat!.View, c.VocabSize, dim, tokens.View, xv, rows, s);
+        observer?.OnHiddenState(-1, xv, rows, dim, s);
+
+        bool residualPending = false; // xb2 holds the last layer's MLP output, not yet added to x
+        for (int l = 0; l < layers.Length; l++)
+        {
+            var w = layers[l];
+
+            // ---- attention block
+            // x += xb2 (previous layer's MLP output); xb = rmsnorm(x) ⊙ input_layernorm
+            norm.Apply(xv, residualPending ? xb2v : null, w.InputNorm.View, xbv, rows, dim, eps, s);
+            if (residualPending)
+                observer?.OnHiddenState(l - 1, xv, rows, dim, s);
+            observer?.OnLinearInput(l, LinearInput.Attention, xbv.SubView(0, (long)rows * dim), rows, dim, s);
+
+            // q (rows, qDim) = xb·Wqᵀ; k, v (rows, kvDim) = xb·Wkᵀ, xb·Wvᵀ
+            if (!TryFusedQkv(w, rows, xbv))
+            {
+                w.Q.Forward(xbv, q, rows, s);
+                w.K.Forward(xbv, k, rows, s);
+                w.V.Forward(xbv, v, rows, s);
+            }
+
+            // RoPE on q, k; k, v → cache[pos0 .. pos0+rows)
+            device.Get<Rope>().Apply(q, qDim, k, kvDim, v, kvDim, keyCache[l].View, valueCache[l].View, ropeCos.View, ropeSin.View,
+                rows, pos0, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s);
+
+            // xb (rows, qDim) = softmax(q·Kᵀ/√d, causal) · V, per head, GQA
+            device.Get<Attention>().Apply(q, qDim, keyCache[l].View, valueCache[l].View, xbv, rows, pos0,
+                c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s);
+            observer?.OnLinearInput(l, LinearInput.AttentionOutput, xbv.SubView(0, (long)rows * qDim), rows, qDim, s);
+
+            // xb2 (rows, dim) = xb·Woᵀ
+            w.O.Forward(xbv, xb2v, rows, s);
+
+            // ---- MLP block
+            // x += xb2; xb = rmsnorm(x) ⊙ post_attention_layernorm
+            norm.Apply(xv, xb2v, w.PostNorm.View, xbv, rows, dim, eps, s);
+            observer?.OnLinearInput(l, LinearInput.Mlp, xbv.SubView(0, (long)rows * dim), rows, dim, s);
+
+            // hb (rows, hidden) = silu(xb·Wgateᵀ) ⊙ (xb·Wupᵀ)
+            var hbv = view(hb, (long)rows * hidden);
+            if (!TryFusedGateUp(w, rows, xbv, hbv))
+            {
+                var hb2v = view(hb2, (long)rows * hidden);
+                w.Gate.Forward(xbv, hbv, rows, s);
+                w.Up.Forward(xbv, hb2v, rows, s);
+                device.Get<SwiGlu>().Apply(hbv, hb2v, hbv, (long)rows * hidden, s);
+            }
+            observer?.OnLinearInput(l, LinearInput.MlpHidden, hbv, rows, hidden, s);
+
+            // xb2 (rows, dim) = hb·Wdownᵀ   (added to x by the next norm)
+            w.Down.Forward(hbv, xb2v, rows, s);
+            residualPending = true;
+
+            if (l == throughLayer)
+            {
+                // x += xb2, and xb = the next layer's normed input (the input of its q/k/v), then stop.
+                var nextNorm = l + 1 < layers.Length ? layers[l + 1].InputNorm : finalNorm;
+                norm.Apply(xv, xb2v, nextNorm.View, xbv, rows, dim, eps, s);
+                observer?.OnHiddenState(l, xv, rows, dim, s);
+                return;
+            }
+        }
+
+        // x += xb2; xb = rmsnorm(x) ⊙ norm
+        norm.Apply(xv, xb2v, finalNorm.View, xbv, rows, dim, eps, s);
+        observer?.OnHiddenState(layers.Length - 1, xv, rows, dim, s);
+        observer?.OnHiddenState(layers.Length, xbv.SubView(0, (long)rows * dim), rows, dim, s);
+
+        // logits (rows, vocab) = xb·W_headᵀ
+        switch (mode)
+        {
+            case LogitsMode.All:
+                lmHead.Forward(xbv, logits.View, rows, s);
+                break;
+            case LogitsMode.Last:
+                lmHead.Forward(xbv.SubView((long)(rows - 1) * dim, dim), logits.View, 1, s);
+                break;
+        }
+    }
+
+    private bool TryFusedQkv(LayerWeights w, int rows, ArrayView<float> input)
+    {
+        if (rows != 1 || w.Q is not DenseLinear q || w.K is not DenseLinear k || w.V is not DenseLinear v || !q.CanFuseWith(k) || !q.CanFuseWith(v))
+            return false;
+        var mv = device.Get<MatVec>();
+        if (q.Precision == WeightPrecision.Float16)
+            mv.Apply(q.HalfWeights, q.OutFeatures, k.HalfWeights, k.OutFeatures, v.HalfWeights, v.OutFeatures, input, qkv.View, q.InFeatures, Stream);
+        else
+            mv.Apply(q.FloatWeights, q.OutFeatures, k.FloatWeights, k.OutFeatures, v.FloatWeights, v.OutFeatures, input, qkv.View, q.InFeatures, Stream);
+        return true;
+    }
+
+    private bool TryFusedGateUp(LayerWeights w, int rows, ArrayView<float> input, ArrayView<float> output)
+    {
+        if (rows != 1 || w.Gate is not DenseLinear g || w.Up is not DenseLinear u || !g.CanFuseWith(u) || g.OutFeatures != u.OutFeatures)
+            return false;
+        var mv = device.Get<MatVec>();
+        if (g.Precision == WeightPrecision.Float16)
+            mv.SwiGlu(g.HalfWeights, u.HalfWeights, g.OutFeatures, input, output, g.InFeatures, Stream);
+        else
+            mv.SwiGlu(g.FloatWeights, u.FloatWeights, g.OutFeatures, input, output, g.InFeatures, Stream);
+        return true;
+    }
+
+    // ---------------------------------------------------------------- scoring and selection
+
+    /// <summary>
+    /// Scores one evaluation window: the NLL of window[t] given window[..t] for t = 1..n−1, summed in double.
+    /// Returns (sum of NLL, count).
+    /// </summary>
+    public (double Sum, int Count) WindowNll(ReadOnlySpan<int> window)
+    {
+        if (window.Length < 2)
+            throw new ArgumentException("a window needs at least 2 tokens", nameof(window));
+        Prefill(window, 0, LogitsMode.All);
+        int n = window.Length - 1;
+        ((ArrayView<int>)targets.View).SubView(0, n).CopyFromCPU(window[1..]);
+        device.Get<CrossEntropy>().Apply(logits.View, targets.View, nll.View, n, Config.VocabSize, Stream);
+        var host = new float[n];
+        ((ArrayView<float>)nll.View).SubView(0, n).CopyToCPU(host);
+        double sum = 0;
+        foreach (float f in host)
+            sum += f;
+        return (sum, n);
+    }
+
+    /// <summary>Picks the next id from logits row 0 into <see cref="Tokens"/>[0]: argmax when temperature is 0, else a seeded draw with uniform <paramref name="u"/>.</summary>
+    public void SelectNext(float temperature, int topK, float topP, float u)
+    {
+        if (temperature <= 0)
+            device.Get<Argmax>().Apply(logits.View, Config.VocabSize, tokens.View, 0, Stream);
+        else
+            device.Get<Sample>().Apply(logits.View, Config.VocabSize, temperature, topK, topP, u, tokens.View, 0, Stream);
+    }
+
+    /// <summary>Reads <see cref="Tokens"/>[0] to the host (waits for the stream).</summary>
+    public int ReadNextToken()
+    {
+        ((ArrayView<int>)tokens.View).SubView(0, 1).CopyToCPU(hostToken);
+        return hostToken[0];
+    }
+
+    /// <summary>Copies logits row <paramref name="row"/> to the host.</summary>
+    public float[] ReadLogits(int row = 0)
+    {
+        var host = new float[Config.VocabSize];
+        ((ArrayView<float>)logits.View).SubView((long)row * Config.VocabSize, Config.VocabSize).CopyToCPU(host);
+        return host;
+    }
+
+    public void Dispose()
+    {
+        foreach (var l in layers)
+            l.Dispose();
+        lmHead.Dispose();
+        embedHalf?.Dispose();
+        embedFloat?.Dispose();
+        finalNorm.Dispose();
+        foreach (var b in new MemoryBuffer[] { tokens, targets, nll, x, xb, xb2, hb, hb2, qkv, logits, ropeCos, ropeSin })
+            b.Dispose();
+        foreach (var b in keyCache.Concat(valueCache))
+            b.Dispose();
+    }
+
+    private sealed class LayerWeights(MemoryBuffer1D<float, Stride1D.Dense> inputNorm, MemoryBuffer1D<float, Stride1D.Dense> postNorm) : IDisposable
+    {
+        public MemoryBuffer1D<float, Stride1D.Dense> InputNorm { get; } = inputNorm;   // (dim)
+
+        public MemoryBuffer1D<float, Stride1D.Dense> PostNorm { get; } = postNorm;     // (dim)
+
+        /// <summary>Indexed by <see cref="LinearKind"/>: q (qDim, dim), k, v (kvDim, dim), o (dim, qDim), gate, up (hidden, dim), down (dim, hidden).</summary>
+        public ILinearLayer[] Linears { get; } = new ILinearLayer[7];
+
+        public ILinearLayer Q => Linears[(int)LinearKind.Q];
+
+        public ILinearLayer K => Linears[(int)LinearKind.K];
+
+        public ILinearLayer V => Linears[(int)LinearKind.V];
+
+        public ILinearLayer O => Linears[(int)LinearKind.O];
+
+        public ILinearLayer Gate => Linears[(int)LinearKind.Gate];
+
+        public ILinearLayer Up => Linears[(int)LinearKind.Up];
+
+        public ILinearLayer Down => Linears[(int)LinearKind.Down];
+
+        public void Dispose()
+        {
+            InputNorm.Dispose();
+            PostNorm.Dispose();
+            foreach (var l in Linears)
+                l?.Dispose();
+        }
+    }
+}

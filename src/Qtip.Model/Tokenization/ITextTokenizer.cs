@@ -1,0 +1,40 @@
+namespace Qtip.Model.Tokenization;
+
+/// <summary>Text ↔ token ids for a Llama checkpoint.</summary>
+public interface ITextTokenizer
+{
+    int BosId { get; }
+
+    int EosId { get; }
+
+    int VocabSize { get; }
+
+    /// <summary>Ids of <paramref name="text"/>, preceded by BOS when <paramref name="addBos"/>.</summary>
+    IReadOnlyList<int> Encode(string text, bool addBos = true);
+
+    /// <summary>Text of <paramref name="ids"/>; special tokens (BOS, EOS) are dropped.</summary>
+    string Decode(IReadOnlyList<int> ids);
+}
+
+/// <summary>Finds the tokenizer of a checkpoint folder.</summary>
+public static class Tokenizers
+{
+    /// <summary>
+    /// <c>tokenizer.model</c> (SentencePiece, Llama 1/2) if present; else <c>tokenizer.json</c> of a byte-level BPE
+    /// (Llama 3), read through Microsoft.ML.Tokenizers' tiktoken tokenizer; else <c>original/tokenizer.model</c> in
+    /// tiktoken format (Llama 3 as Meta ships it).
+    /// </summary>
+    public static ITextTokenizer Load(string folder, int bosId, int eosId)
+    {
+        var sp = Path.Combine(folder, "tokenizer.model");
+        var json = Path.Combine(folder, "tokenizer.json");
+        var tiktoken = Path.Combine(folder, "original", "tokenizer.model");
+        if (File.Exists(sp) && SentencePieceBpeTokenizer.LooksLikeSentencePiece(sp))
+            return SentencePieceBpeTokenizer.Load(sp);
+        if (File.Exists(json))
+            return ByteLevelBpeTokenizer.FromTokenizerJson(json, bosId, eosId);
+        if (File.Exists(tiktoken))
+            return ByteLevelBpeTokenizer.FromTiktoken(tiktoken, Path.Combine(folder, "tokenizer_config.json"), bosId, eosId);
+        throw new Checkpoint.ModelFormatException(folder, null, "no tokenizer.model (SentencePiece), tokenizer.json or original/tokenizer.model in the folder");
+    }
+}

@@ -1,0 +1,163 @@
+using ILGPU;
+using ILGPU.Runtime;
+using Qtip.Kernels.Llama;
+using Qtip.Kernels.Runtime;
+using Qtip.Testing;
+using Xunit;
+
+namespace Qtip.Kernels.Tests.Llama;
+
+public abstract class RopeTests(BackendKind backend) : BackendTest(backend)
+{
+    [Fact]
+    public void RotatesQAndK_WritesCache()
+    {
+        int rows = 3, pos0 = 2, heads = 4, kvHeads = 2, hd = 8, half = hd / 2;
+        int qDim = heads * hd, kvDim = kvHeads * hd, maxPos = 8;
+        var q = Rng.Gaussian(rows * qDim, seed: 1);
+        var k = Rng.Gaussian(rows * kvDim, seed: 2);
+        var v = Rng.Gaussian(rows * kvDim, seed: 3);
+        var inv = RopeTable.DefaultFrequencies(hd, 10000.0);
+        var (cos, sin) = RopeTable.Build(inv, maxPos);
+        var acc = Device.Accelerator;
+        using var qd = acc.Allocate1D(q);
+        using var kd = acc.Allocate1D(k);
+        using var vd = acc.Allocate1D(v);
+        using var kc = acc.Allocate1D<float>(maxPos * kvDim);
+        using var vc = acc.Allocate1D<float>(maxPos * kvDim);
+        kc.MemSetToZero();
+        vc.MemSetToZero();
+        using var cd = acc.Allocate1D(cos);
+        using var sd = acc.Allocate1D(sin);
+        Device.Get<Rope>().Apply(qd.View, qDim, kd.View, kvDim, vd.View, kvDim, kc.View, vc.View, cd.View, sd.View, rows, pos0, heads, kvHeads, hd);
+        var qo = qd.GetAsArray1D();
+        var kco = kc.GetAsArray1D();
+        var vco = vc.GetAsArray1D();
+        for (int r = 0; r < rows; r++)
+        {
+            int t = pos0 + r;
+            void CheckHead(float[] src, int srcBase, float[] dst, int dstBase)
+            {
+                for (int j = 0; j < half; j++)
+                {
+                    double angle = (float)(t * inv[j]);
+                    double c = Math.Cos(angle), s = Math.Sin(angle);
+                    double x0 = src[srcBase + j], x1 = src[srcBase + j + half];
+                    Assert.True(Math.Abs((x0 * c) - (x1 * s) - dst[dstBase + j]) <= LlamaTolerances.Dot, $"pair {j} at t={t}");
+                    Assert.True(Math.Abs((x1 * c) + (x0 * s) - dst[dstBase + j + half]) <= LlamaTolerances.Dot, $"pair {j}+half at t={t}");
+                }
+            }
+            for (int h = 0; h < heads; h++)
+                CheckHead(q, (r * qDim) + (h * hd), qo, (r * qDim) + (h * hd));
+            for (int h = 0; h < kvHeads; h++)
+                CheckHead(k, (r * kvDim) + (h * hd), kco, (t * kvDim) + (h * hd));
+            for (int d = 0; d < kvDim; d++)
+                Assert.Equal(v[(r * kvDim) + d], vco[(t * kvDim) + d]);
+        }
+        Assert.All(kco[..(pos0 * kvDim)], x => Assert.Equal(0f, x));
+    }
+
+    [Fact]
+    public void Llama3Scaling_KeepsHighAndDividesLowFrequencies()
+    {
+        var inv = RopeTable.DefaultFrequencies(128, 500000.0);
+        var scaled = RopeTable.Llama3(inv, 8, 1, 4, 8192);
+        for (int j = 0; j < inv.Length; j++)
+        {
+            double wavelen = 2 * Math.PI / inv[j];
+            if (wavelen < 8192 / 4.0)
+                Assert.Equal(inv[j], scaled[j]);
+            else if (wavelen > 8192 / 1.0)
+                Assert.Equal(inv[j] / 8.0, scaled[j], 1e-12);
+            else
+            {
+                double smooth = (8192 / wavelen - 1) / 3;
+                Assert.Equal(((1 - smooth) * inv[j] / 8) + (smooth * inv[j]), scaled[j], 1e-9);
+            }
+        }
+        Assert.Contains(inv.Zip(scaled), p => p.First == p.Second);
+        Assert.Contains(inv.Zip(scaled), p => p.First != p.Second);
+    }
+}
+
+public sealed class RopeTestsCpu() : RopeTests(BackendKind.Cpu);
+
+[Trait("Category", "Gpu")]
+public sealed class RopeTestsCuda() : RopeTests(BackendKind.Cuda);
+
+public abstract class AttentionTests(BackendKind backend, KernelStyle style = KernelStyle.Grouped) : BackendTest(backend)
+{
+    private Attention AttentionOp
+    {
+        get
+        {
+            var op = Device.Get<Attention>();
+            op.Style = style;
+            return op;
+        }
+    }
+
+
+    [Theory]
+    [InlineData(3, 2, 4, 2, 8)] // prefill rows continuing a cache
+    [InlineData(1, 6, 4, 1, 16)] // one decode row, multi-query
+    [InlineData(5, 0, 2, 2, 32)] // a window from position 0
+    public void MatchesLoops(int rows, int pos0, int heads, int kvHeads, int hd)
+    {
+        int qDim = heads * hd, kvDim = kvHeads * hd, positions = pos0 + rows;
+        var q = Rng.Gaussian(rows * qDim, seed: 11);
+        var kc = Rng.Gaussian(positions * kvDim, seed: 12);
+        var vc = Rng.Gaussian(positions * kvDim, seed: 13);
+        var acc = Device.Accelerator;
+        using var qd = acc.Allocate1D(q);
+        using var kd = acc.Allocate1D(kc);
+        using var vd = acc.Allocate1D(vc);
+        using var od = acc.Allocate1D<float>(rows * qDim);
+        AttentionOp.Apply(qd.View, qDim, kd.View, vd.View, od.View, rows, pos0, heads, kvHeads, hd);
+        var o = od.GetAsArray1D();
+        int group = heads / kvHeads;
+        for (int r = 0; r < rows; r++)
+        {
+            int last = pos0 + r;
+            for (int h = 0; h < heads; h++)
+            {
+                int g = h / group;
+                var s = new double[last + 1];
+                for (int t = 0; t <= last; t++)
+                {
+                    double dot = 0;
+                    for (int d = 0; d < hd; d++)
+                        dot += (double)q[(r * qDim) + (h * hd) + d] * kc[(t * kvDim) + (g * hd) + d];
+                    s[t] = dot / Math.Sqrt(hd);
+                }
+                double m = s.Max();
+                var e = s.Select(z => Math.Exp(z - m)).ToArray();
+                double sum = e.Sum();
+                for (int d = 0; d < hd; d++)
+                {
+                    double want = 0;
+                    for (int t = 0; t <= last; t++)
+                        want += e[t] / sum * vc[(t * kvDim) + (g * hd) + d];
+                    float got = o[(r * qDim) + (h * hd) + d];
+                    Assert.True(Math.Abs(got - want) <= LlamaTolerances.Dot, $"out[{r},{h},{d}] = {got}, want {want}");
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void Apply_ThrowsForIndivisibleHeads()
+    {
+        var acc = Device.Accelerator;
+        using var b = acc.Allocate1D<float>(64);
+        var e = Assert.Throws<ArgumentException>(() => AttentionOp.Apply(b.View, 12, b.View, b.View, b.View, 1, 0, 3, 2, 4));
+        Assert.Contains("heads 3", e.Message, StringComparison.Ordinal);
+    }
+}
+
+public sealed class AttentionTestsCpu() : AttentionTests(BackendKind.Cpu, KernelStyle.Serial);
+
+public sealed class AttentionTestsCpuGrouped() : AttentionTests(BackendKind.Cpu, KernelStyle.Grouped);
+
+[Trait("Category", "Gpu")]
+public sealed class AttentionTestsCuda() : AttentionTests(BackendKind.Cuda);

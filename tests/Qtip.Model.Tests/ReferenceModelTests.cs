@@ -1,0 +1,216 @@
+using System.Text.Json;
+using ILGPU;
+using ILGPU.Runtime;
+using Qtip.Kernels.Runtime;
+using Qtip.Model.Checkpoint;
+using Qtip.Model.Llama;
+using Qtip.Model.Tokenization;
+using Qtip.Testing;
+using Xunit;
+
+namespace Qtip.Model.Tests;
+
+/// <summary>
+/// The bundled llama-nano (and llama-small when QTIP_LLAMA_SMALL points at it) against the fp32 reference figures of
+/// data/reference.json: per-position logits and hidden states, greedy generations, window NLLs.
+/// </summary>
+public abstract class ReferenceModelTests(BackendKind backend) : BackendTest(backend)
+{
+    /// <summary>Logits vs the fp32/float64 reference (which agree to 6e-6); fp32 sums in another order differ ~1e-5.</summary>
+    private const double LogitTolerance = 2e-4;
+
+    /// <summary>Relative agreement of a window's mean NLL with the reference (the README expects ~4 digits).</summary>
+    private const double NllRelative = 1e-4;
+
+    private sealed class Recorder : IActivationObserver
+    {
+        public Dictionary<int, float[]> Hidden { get; } = [];
+
+        public Dictionary<(int, LinearInput), (int Rows, int Features)> Inputs { get; } = [];
+
+        public void OnLinearInput(int layer, LinearInput which, ArrayView<float> input, int rows, int features, AcceleratorStream stream) =>
+            Inputs[(layer, which)] = (rows, features);
+
+        public void OnHiddenState(int index, ArrayView<float> x, int rows, int features, AcceleratorStream stream)
+        {
+            stream.Synchronize();
+            var h = new float[rows * features];
+            x.SubView(0, h.Length).CopyToCPU(h);
+            Hidden[index] = h;
+        }
+    }
+
+    private string? ModelDir(string model)
+    {
+        if (model == "llama-nano")
+            return Fixtures.Nano;
+        var dir = Fixtures.Small;
+        if (dir is null)
+            Assert.Skip($"llama-small not available: set {Fixtures.SmallVariable} to its folder");
+        return dir;
+    }
+
+    [Theory]
+    [InlineData("llama-nano", WeightPrecision.Float16)]
+    [InlineData("llama-nano", WeightPrecision.Float32)]
+    [InlineData("llama-small", WeightPrecision.Float16)]
+    public void Positions8_LogitsAndHiddenStatesMatchReference(string model, WeightPrecision precision)
+    {
+        var dir = ModelDir(model)!;
+        var reference = Fixtures.Reference(model).GetProperty("positions_8");
+        var ids = TestData.Ints(reference.GetProperty("input_ids"));
+        using var ckpt = LlamaCheckpoint.Open(dir);
+        using var m = LlamaModel.Load(Device, ckpt, new ModelOptions { Precision = precision, MaxContext = 64 });
+        var rec = new Recorder();
+        m.Observer = rec;
+        m.Prefill(ids);
+        int vocab = ckpt.Config.VocabSize, dim = ckpt.Config.HiddenSize;
+        var positions = reference.GetProperty("positions").EnumerateArray().ToArray();
+        for (int pos = 0; pos < ids.Length; pos++)
+        {
+            var logits = m.ReadLogits(pos);
+            var p = positions[pos];
+            var first8 = TestData.Doubles(p.GetProperty("logits_first8"));
+            for (int i = 0; i < 8; i++)
+                Assert.True(Math.Abs(logits[i] - first8[i]) < LogitTolerance, $"{model} pos {pos} logit {i}: {logits[i]} vs {first8[i]}");
+            foreach (var pair in p.GetProperty("top5").EnumerateArray())
+            {
+                int id = pair[0].GetInt32();
+                double want = pair[1].GetDouble();
+                Assert.True(Math.Abs(logits[id] - want) < LogitTolerance, $"{model} pos {pos} logit of {id}: {logits[id]} vs {want}");
+            }
+            int argmax = Array.IndexOf(logits, logits.Max());
+            Assert.Equal(p.GetProperty("top5")[0][0].GetInt32(), argmax);
+            double mx = logits.Max();
+            double lse = mx + Math.Log(logits.Sum(l => Math.Exp(l - mx)));
+            Assert.True(Math.Abs(lse - p.GetProperty("logsumexp").GetDouble()) < LogitTolerance, $"{model} pos {pos} logsumexp {lse}");
+        }
+
+        // Hidden-state summaries: the embedding output, the residual stream after each layer, the final norm output.
+        var hs = reference.GetProperty("hidden_states");
+        int layers = ckpt.Config.NumHiddenLayers;
+        void CheckState(string key, int index)
+        {
+            var norms = TestData.Doubles(hs.GetProperty(key).GetProperty("l2_norm"));
+            var h = rec.Hidden[index];
+            for (int pos = 0; pos < ids.Length; pos++)
+            {
+                double n2 = Math.Sqrt(h.Skip(pos * dim).Take(dim).Sum(v => (double)v * v));
+                Assert.True(Math.Abs(n2 - norms[pos]) <= 1e-4 * (1 + norms[pos]), $"{model} {key} pos {pos}: |h| {n2} vs {norms[pos]}");
+            }
+        }
+        CheckState("embed_tokens", -1);
+        for (int l = 0; l < layers; l++)
+            CheckState($"layer{l}", l);
+        CheckState("norm", layers);
+        Assert.Equal(4 * layers, rec.Inputs.Count);
+        Assert.Equal((ids.Length, ckpt.Config.IntermediateSize), rec.Inputs[(0, LinearInput.MlpHidden)]);
+    }
+
+    [Theory]
+    [InlineData("llama-nano")]
+    [InlineData("llama-small")]
+    public void GreedyGenerations_MatchReferenceIds(string model)
+    {
+        var dir = ModelDir(model)!;
+        using var ckpt = LlamaCheckpoint.Open(dir);
+        var tok = Tokenizers.Load(dir, ckpt.Config.BosTokenId, ckpt.Config.EosTokenIds[0]);
+        using var m = LlamaModel.Load(Device, ckpt, new ModelOptions { MaxContext = 64 });
+        foreach (var g in Fixtures.Reference(model).GetProperty("generations").EnumerateArray())
+        {
+            var promptIds = tok.Encode(g.GetProperty("prompt").GetString()!);
+            Assert.Equal(TestData.Ints(g.GetProperty("prompt_ids")), promptIds);
+            var want = TestData.Ints(g.GetProperty("generated_ids"));
+            var got = new Generator(m).Generate(promptIds.ToArray(), want.Length, SamplingOptions.Greedy).GeneratedIds;
+            Assert.Equal(want, got);
+        }
+    }
+
+    [Theory]
+    [InlineData("llama-nano", 2)]
+    [InlineData("llama-small", 2)]
+    public void FirstWindows_MeanNllMatchesReference(string model, int windows)
+    {
+        var dir = ModelDir(model)!;
+        var want = TestData.Doubles(Fixtures.Reference(model).GetProperty("valid").GetProperty("first_windows_mean_nll"));
+        var stream = Fixtures.ValidTokens().Select(t => (int)t).ToArray();
+        using var ckpt = LlamaCheckpoint.Open(dir);
+        using var m = LlamaModel.Load(Device, ckpt, new ModelOptions { MaxContext = 512 });
+        for (int w = 0; w < windows; w++)
+        {
+            var (sum, count) = m.WindowNll(stream.AsSpan(w * 512, 512));
+            Assert.Equal(511, count);
+            double mean = sum / count;
+            Assert.True(Math.Abs(mean - want[w]) <= NllRelative * want[w], $"{model} window {w}: mean NLL {mean:F7}, reference {want[w]:F7}");
+        }
+    }
+
+    [Fact]
+    public void ThroughLayer_StopsEarlyAndReportsNextInput()
+    {
+        using var ckpt = LlamaCheckpoint.Open(Fixtures.Nano);
+        using var m = LlamaModel.Load(Device, ckpt, new ModelOptions { MaxContext = 16 });
+        var rec = new Recorder();
+        m.Observer = rec;
+        m.Prefill([1, 339, 340], throughLayer: 0);
+        Assert.True(rec.Hidden.ContainsKey(0));
+        Assert.False(rec.Hidden.ContainsKey(1));
+        Assert.Equal(4, rec.Inputs.Count);
+        var reference = Fixtures.Reference("llama-nano").GetProperty("positions_8").GetProperty("hidden_states").GetProperty("layer0");
+        double n0 = Math.Sqrt(rec.Hidden[0].Take(ckpt.Config.HiddenSize).Sum(v => (double)v * v));
+        Assert.Equal(reference.GetProperty("l2_norm")[0].GetDouble(), n0, 3);
+    }
+
+    [Fact]
+    public void SetLinear_SubstitutesALayerWithoutTouchingTheModel()
+    {
+        using var ckpt = LlamaCheckpoint.Open(Fixtures.Nano);
+        using var m = LlamaModel.Load(Device, ckpt, new ModelOptions { MaxContext = 16 });
+        int[] ids = [1, 339, 340, 1230];
+        m.Prefill(ids);
+        var before = m.ReadLogits(3);
+
+        // The same weights as fp32 through a layer the model does not know: logits unchanged (within fp32 noise).
+        var dense = (DenseLinear)m.GetLinear(1, LinearKind.Down);
+        using (var w = dense.WeightFloat32())
+        {
+            var host = w.GetAsArray1D();
+            m.SetLinear(1, LinearKind.Down, new CountingLinear(DenseLinear.FromHost(Device, host, dense.OutFeatures, dense.InFeatures, WeightPrecision.Float32)));
+        }
+        m.Prefill(ids);
+        var same = m.ReadLogits(3);
+        Assert.All(before.Zip(same), p => Assert.True(Math.Abs(p.First - p.Second) < 1e-4));
+        Assert.Equal(1, ((CountingLinear)m.GetLinear(1, LinearKind.Down)).Calls);
+
+        // A zeroed q_proj changes them, in both prefill and decode.
+        var q = m.GetLinear(0, LinearKind.Q);
+        m.SetLinear(0, LinearKind.Q, DenseLinear.FromHost(Device, new float[q.OutFeatures * q.InFeatures], q.OutFeatures, q.InFeatures, WeightPrecision.Float16));
+        m.Prefill(ids);
+        Assert.Contains(before.Zip(m.ReadLogits(3)), p => Math.Abs(p.First - p.Second) > 1e-3);
+        Assert.True(m.TryParseLinearName("model.layers.1.mlp.up_proj.weight", out int layer, out var kind));
+        Assert.Equal((1, LinearKind.Up), (layer, kind));
+        Assert.Throws<ArgumentException>(() => m.SetLinear(0, LinearKind.K, DenseLinear.FromHost(Device, new float[4], 2, 2, WeightPrecision.Float32)));
+    }
+
+    private sealed class CountingLinear(ILinearLayer inner) : ILinearLayer
+    {
+        public int Calls { get; private set; }
+
+        public int InFeatures => inner.InFeatures;
+
+        public int OutFeatures => inner.OutFeatures;
+
+        public void Forward(ArrayView<float> x, ArrayView<float> y, int rows, AcceleratorStream stream)
+        {
+            Calls++;
+            inner.Forward(x, y, rows, stream);
+        }
+
+        public void Dispose() => inner.Dispose();
+    }
+}
+
+public sealed class ReferenceModelTestsCpu() : ReferenceModelTests(BackendKind.Cpu);
+
+[Trait("Category", "Gpu")]
+public sealed class ReferenceModelTestsCuda() : ReferenceModelTests(BackendKind.Cuda);
