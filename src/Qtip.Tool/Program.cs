@@ -14,6 +14,7 @@ public static class Program
             "evaluate and run them, on CUDA, OpenCL or the CPU. Exit codes: 0 ok, 1 usage, 2 backend unavailable, 3 bad model or input.");
         root.Subcommands.Add(DevicesCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
+        root.Subcommands.Add(QuantizeCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(EvalCommand.Create());
         root.Subcommands.Add(GenerateCommand.Create());

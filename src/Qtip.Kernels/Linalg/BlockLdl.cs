@@ -25,6 +25,7 @@ public sealed class BlockLdl : IKernelSet<BlockLdl>
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<double>, ArrayView<int>, StepParams> potrf;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<double>, StepParams> trsm;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<double>, StepParams> syrk;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<double>, StepParams> syrkDirect;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<double>, ArrayView<float>, StepParams> feedback;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<double>, ArrayView<double>, DiagonalParams> diagonal;
 
@@ -34,6 +35,7 @@ public sealed class BlockLdl : IKernelSet<BlockLdl>
         potrf = device.LoadKernel<ArrayView<double>, ArrayView<int>, StepParams>(PotrfDiagonalKernel);
         trsm = device.LoadKernel<ArrayView<double>, StepParams>(TrsmPanelKernel);
         syrk = device.LoadKernel<ArrayView<double>, StepParams>(SyrkTrailingKernel);
+        syrkDirect = device.LoadKernel<ArrayView<double>, StepParams>(SyrkTrailingDirectKernel);
         feedback = device.LoadKernel<ArrayView<double>, ArrayView<float>, StepParams>(FeedbackKernel);
         diagonal = device.LoadKernel<ArrayView<double>, ArrayView<double>, DiagonalParams>(DiagonalKernel);
     }
@@ -65,7 +67,10 @@ public sealed class BlockLdl : IKernelSet<BlockLdl>
             if (trailing == 0)
                 break;
             trsm(stream, new KernelConfig(rowGroups, groupSize), h, p);
-            syrk(stream, new KernelConfig(trailing * trailing, groupSize), h, p);
+            if (device.Kind == BackendKind.Cpu)
+                syrkDirect(stream, new KernelConfig(4 * Math.Max(1, device.Accelerator.NumMultiprocessors), 2), h, p);
+            else
+                syrk(stream, new KernelConfig(trailing * trailing, groupSize), h, p);
         }
         a.MemSetToZero(stream);
         feedback(stream, new KernelConfig(Math.Max(1, ((n * nb) + groupSize - 1) / groupSize), groupSize), h, a, new StepParams(n, nb));
@@ -208,6 +213,26 @@ public sealed class BlockLdl : IKernelSet<BlockLdl>
             for (int t = 0; t < Block; t++)
                 acc += li[(a * Pitch) + t] * lk[(b * Pitch) + t];
             h[((i0 + a) * p.N) + k0 + b] -= acc;
+        }
+    }
+
+    /// <summary>CPU variant of the trailing update: a grid-stride loop over the lower trailing elements, no shared memory.</summary>
+    internal static void SyrkTrailingDirectKernel(ArrayView<double> h, StepParams p)
+    {
+        long j0 = (long)p.BlockIndex * Block;
+        long start = j0 + Block;
+        long size = p.N - start;
+        long total = size * size;
+        for (long e = Grid.GlobalIndex.X; e < total; e += (long)Grid.DimX * Group.DimX)
+        {
+            long i = start + (e / size);
+            long k = start + (e - ((i - start) * size));
+            if (k > i)
+                continue;
+            double acc = 0;
+            for (int t = 0; t < Block; t++)
+                acc += h[(i * p.N) + j0 + t] * h[(k * p.N) + j0 + t];
+            h[(i * p.N) + k] -= acc;
         }
     }
 

@@ -23,12 +23,14 @@ public sealed class LdlqStep : IKernelSet<LdlqStep>
 
     private readonly QtipDevice device;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, StepParams> gather;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, StepParams> gatherDirect;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, StepParams> scatter;
 
     private LdlqStep(QtipDevice device)
     {
         this.device = device;
         gather = device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, StepParams>(GatherKernel);
+        gatherDirect = device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, StepParams>(GatherDirectKernel);
         scatter = device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, StepParams>(ScatterKernel);
     }
 
@@ -39,6 +41,11 @@ public sealed class LdlqStep : IKernelSet<LdlqStep>
         int m, int n, int j0, AcceleratorStream? stream = null)
     {
         Check(wr, resid, a, perm, targets, m, n, j0);
+        if (device.Kind == BackendKind.Cpu)
+        {
+            gatherDirect(stream ?? device.Accelerator.DefaultStream, new KernelConfig(CpuGroups(m * Width), 2), wr, resid, a, perm, targets, new StepParams(m, n, j0, 0));
+            return;
+        }
         int groupSize = GroupSize();
         int rowsPerGroup = 4 * (groupSize / Width);
         int groups = (m + rowsPerGroup - 1) / rowsPerGroup;
@@ -50,11 +57,14 @@ public sealed class LdlqStep : IKernelSet<LdlqStep>
         int m, int n, int j0, AcceleratorStream? stream = null)
     {
         Check(wr, resid, what, perm, reconstruction, m, n, j0, aIsSquare: false);
-        int groupSize = GroupSize();
+        int groupSize = device.Kind == BackendKind.Cpu ? 2 : GroupSize();
         int total = m * Width;
-        scatter(stream ?? device.Accelerator.DefaultStream, new KernelConfig((total + groupSize - 1) / groupSize, groupSize),
+        int groups = device.Kind == BackendKind.Cpu ? CpuGroups(total) : (total + groupSize - 1) / groupSize;
+        scatter(stream ?? device.Accelerator.DefaultStream, new KernelConfig(groups, groupSize),
             wr, what, resid, perm, reconstruction, new StepParams(m, n, j0, 0));
     }
+
+    private int CpuGroups(long work) => (int)Math.Min(Math.Max(1, work / 2), 4L * Math.Max(1, device.Accelerator.NumMultiprocessors));
 
     private int GroupSize() => device.MaxGroupSize >= 256 ? 256 : device.MaxGroupSize >= 64 ? 64 : 16;
 
@@ -141,15 +151,29 @@ public sealed class LdlqStep : IKernelSet<LdlqStep>
 
     internal static void ScatterKernel(ArrayView<float> wr, ArrayView<float> what, ArrayView<float> resid, ArrayView<int> perm, ArrayView<float> reconstruction, StepParams p)
     {
-        int e = Grid.GlobalIndex.X;
-        if (e >= p.M * Width)
-            return;
-        int row = e / Width, col = e - (row * Width);
-        int tile = row / Width;
-        int inTile = ((row - (tile * Width)) * Width) + col;
-        float v = reconstruction[((long)tile * SequenceLength) + perm[inTile]];
-        long k = ((long)row * p.N) + p.J0 + col;
-        what[k] = v;
-        resid[k] = wr[k] - v;
+        for (int e = Grid.GlobalIndex.X; e < p.M * Width; e += Grid.DimX * Group.DimX)
+        {
+            int row = e / Width, col = e - (row * Width);
+            int tile = row / Width;
+            int inTile = ((row - (tile * Width)) * Width) + col;
+            float v = reconstruction[((long)tile * SequenceLength) + perm[inTile]];
+            long k = ((long)row * p.N) + p.J0 + col;
+            what[k] = v;
+            resid[k] = wr[k] - v;
+        }
+    }
+
+    /// <summary>CPU variant of the gather: one output (row, column) per loop step, the dot product read from global.</summary>
+    internal static void GatherDirectKernel(ArrayView<float> wr, ArrayView<float> resid, ArrayView<float> a, ArrayView<int> perm, ArrayView<float> targets, StepParams p)
+    {
+        for (int e = Grid.GlobalIndex.X; e < p.M * Width; e += Grid.DimX * Group.DimX)
+        {
+            int row = e / Width, col = e - (row * Width);
+            long rowBase = (long)row * p.N;
+            float acc = 0f;
+            for (int k = p.J0 + Width; k < p.N; k++)
+                acc += resid[rowBase + k] * a[((long)k * p.N) + p.J0 + col];
+            WriteTarget(wr, perm, targets, p, row, col, acc);
+        }
     }
 }

@@ -10,7 +10,8 @@ namespace Qtip.Quant.Ldlq;
 /// <param name="SigmaReg">Damping: H ← H + σ·mean(diag H)·I before the RHT (reference default 0.01).</param>
 /// <param name="ScaleOverride">Wscale = RMS(Wr) / (RMS(code) · override); 0.9 as the reference README uses.</param>
 /// <param name="MaxDampingRetries">Times the damping is multiplied by 10 when the block LDL finds a non-positive pivot.</param>
-public sealed record LinearQuantizeOptions(double SigmaReg = 0.01, double ScaleOverride = 0.9, int MaxDampingRetries = 4);
+/// <param name="Rotate">Apply the random Hadamard transform (false only for the no-RHT ablation: SU, SV are then ignored).</param>
+public sealed record LinearQuantizeOptions(double SigmaReg = 0.01, double ScaleOverride = 0.9, int MaxDampingRetries = 4, bool Rotate = true);
 
 /// <summary>One quantized linear: what the checkpoint stores, plus diagnostics.</summary>
 /// <param name="Su">Input-side signs (±1), length n.</param>
@@ -74,9 +75,12 @@ public sealed class LinearQuantizer(QtipDevice device, LinearQuantizeOptions opt
         if (!(meanDiag > 0))
             throw new InvalidInputException($"quantize: Hessian ({n}×{n}) has mean diagonal {meanDiag}; the calibration data never reached this layer");
         ldl.Diagonal(hr.View, n, diag.View, options.SigmaReg * meanDiag);
-        ops.Narrow(hr.View, hrFloat.View);
-        rht.RotateHessian(hrFloat.View, n, suBuf.View, scratch.View.SubView(0, nn));
-        ops.Widen(hrFloat.View, hr.View);
+        if (options.Rotate)
+        {
+            ops.Narrow(hr.View, hrFloat.View);
+            rht.RotateHessian(hrFloat.View, n, suBuf.View, scratch.View.SubView(0, nn));
+            ops.Widen(hrFloat.View, hr.View);
+        }
 
         // Block LDL with more damping on failure (added in the rotated space: Had is orthogonal, so +λI commutes).
         using var a = acc.Allocate1D<float>(nn);
@@ -99,7 +103,8 @@ public sealed class LinearQuantizer(QtipDevice device, LinearQuantizeOptions opt
         // Wr = Had_mᵀ diag(SV) W diag(SU) Had_n / Wscale.
         using var wr = acc.Allocate1D<float>(mn);
         w.CopyTo(acc.DefaultStream, wr.View);
-        rht.RotateWeight(wr.View, m, n, suBuf.View, svBuf.View, scratch.View.SubView(0, mn));
+        if (options.Rotate)
+            rht.RotateWeight(wr.View, m, n, suBuf.View, svBuf.View, scratch.View.SubView(0, mn));
         double rms = Math.Sqrt(ops.SumOfSquares(wr.View) / mn);
         float wscale = (float)(rms / (codeRms * options.ScaleOverride));
         if (!(wscale > 0) || float.IsInfinity(wscale))
@@ -126,7 +131,8 @@ public sealed class LinearQuantizer(QtipDevice device, LinearQuantizeOptions opt
                 throw new ArgumentException($"quantize: reconstruction has {rec.Length} elements, expected {m}×{n}", nameof(reconstruction));
             what.View.CopyTo(acc.DefaultStream, rec);
             ops.Scale(rec, wscale);
-            rht.UnrotateWeight(rec, m, n, suBuf.View, svBuf.View, scratch.View.SubView(0, mn));
+            if (options.Rotate)
+                rht.UnrotateWeight(rec, m, n, suBuf.View, svBuf.View, scratch.View.SubView(0, mn));
         }
         acc.Synchronize();
         return new QuantizedMatrix(m, n, su, svScaled, words, wscale, den > 0 ? num / den : double.NaN, sigma);

@@ -1,0 +1,96 @@
+using Qtip.Kernels.Trellis;
+
+namespace Qtip.Model.Quantized;
+
+/// <summary>How the weights are quantized: QTIP (trellis + BlockLDLQ), or round-to-nearest as a baseline.</summary>
+public enum QuantizeMethod
+{
+    Qtip,
+    Rtn,
+}
+
+/// <summary>Where each layer's Hessians come from.</summary>
+public enum HessianSource
+{
+    /// <summary>All layers' Hessians from the full-precision model, collected once (the reference's way).</summary>
+    FullPrecision,
+
+    /// <summary>Layer l's Hessians from the model whose layers &lt; l are already quantized.</summary>
+    Sequential,
+
+    /// <summary>H = I (ablation: no Hessian information; BlockLDLQ has no feedback).</summary>
+    Identity,
+}
+
+/// <summary>Everything <c>qtip quantize</c> needs. Immutable; the CLI builds it from its options.</summary>
+public sealed record QuantizeOptions
+{
+    public required string ModelDir { get; init; }
+
+    public required string OutDir { get; init; }
+
+    public int Bits { get; init; } = 2;
+
+    public TrellisCodeKind Code { get; init; } = TrellisCodeKind.Hyb;
+
+    public int L { get; init; } = 16;
+
+    public QuantizeMethod Method { get; init; } = QuantizeMethod.Qtip;
+
+    public HessianSource Hessian { get; init; } = HessianSource.FullPrecision;
+
+    /// <summary>Skip the random Hadamard transform (ablation); the output is then a dense checkpoint of Ŵ.</summary>
+    public bool NoRht { get; init; }
+
+    /// <summary>Calibration text (UTF-8, documents separated by blank lines).</summary>
+    public required string CalibrationFile { get; init; }
+
+    public int CalibrationContext { get; init; } = 512;
+
+    public int CalibrationWindows { get; init; } = 64;
+
+    public ulong Seed { get; init; }
+
+    public double SigmaReg { get; init; } = 0.01;
+
+    public double ScaleOverride { get; init; } = 0.9;
+
+    public bool Resume { get; init; }
+
+    public bool Force { get; init; }
+
+    /// <summary>Values per trellis state: 2 for HYB, 1 for 1MAD/3INST/LUT.</summary>
+    public int V => Code == TrellisCodeKind.Hyb ? 2 : 1;
+
+    /// <summary>True when the output stores the trellis; false for dense fake-quantized checkpoints (RTN, no-RHT).</summary>
+    public bool WritesTrellis => Method == QuantizeMethod.Qtip && !NoRht;
+
+    public string CodeName => Code switch
+    {
+        TrellisCodeKind.Hyb => "hyb",
+        TrellisCodeKind.OneMad => "1mad",
+        TrellisCodeKind.ThreeInst => "3inst",
+        _ => "lut",
+    };
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the bad option.</summary>
+    public void Validate()
+    {
+        if (Bits is < 1 or > 4)
+            throw new ArgumentException($"--bits must be 1…4 (got {Bits})", nameof(Bits));
+        if (L is < 8 or > 16)
+            throw new ArgumentException($"--L must be 8…16 (got {L})", nameof(L));
+        if (Bits * V >= L)
+            throw new ArgumentException($"K·V = {Bits * V} must be below L = {L}", nameof(L));
+        if (Code == TrellisCodeKind.Lut)
+            throw new ArgumentException("--code lut is a distortion baseline (bench distortion), not a checkpoint format", nameof(Code));
+        if (CalibrationContext < 2)
+            throw new ArgumentException($"--calib-ctx must be at least 2 (got {CalibrationContext})", nameof(CalibrationContext));
+        if (CalibrationWindows < 1)
+            throw new ArgumentException($"--calib-windows must be at least 1 (got {CalibrationWindows})", nameof(CalibrationWindows));
+        if (!(SigmaReg >= 0))
+            throw new ArgumentException($"--sigma-reg must be ≥ 0 (got {SigmaReg})", nameof(SigmaReg));
+        if (!(ScaleOverride > 0))
+            throw new ArgumentException($"--scale-override must be > 0 (got {ScaleOverride})", nameof(ScaleOverride));
+    }
+}
