@@ -580,7 +580,7 @@ internal sealed class CodeSetup : IDisposable
         var acc = device.Accelerator;
         using var g = acc.Allocate1D(generic);
         using var k = acc.Allocate1D<short>(generic.Length);
-        device.Get<TrellisRelayout>().ToKernelLayout(g.View, m, n, Spec.K, k.View);
+        device.Get<TrellisRelayout<GenericLayout, KernelLayout>>().Apply(g.View, m, n, Spec.K, k.View);
         return k.GetAsArray1D();
     }
 
