@@ -38,6 +38,10 @@ public static class LlamaNames
         _ => throw new ArgumentOutOfRangeException(nameof(kind)),
     };
 
+    /// <summary>"model.layers.3.self_attn.q_proj" for "model.layers.3.self_attn.q_proj.weight": the prefix of a quantized linear's tensors.</summary>
+    public static string QuantizedPrefix(string weightName) =>
+        weightName.EndsWith(".weight", StringComparison.Ordinal) ? weightName[..^".weight".Length] : weightName;
+
     /// <summary>[out, in] of a linear weight.</summary>
     public static (int Out, int In) LinearShape(LlamaConfig c, LinearKind kind) => kind switch
     {
@@ -61,12 +65,16 @@ public static class LlamaNames
 /// </summary>
 public sealed class LlamaCheckpoint : IDisposable
 {
-    private LlamaCheckpoint(string folder, LlamaConfig config, TensorStore tensors)
+    private LlamaCheckpoint(string folder, LlamaConfig config, TensorStore tensors, QuipParams? quip)
     {
         Folder = folder;
         Config = config;
         Tensors = tensors;
+        Quip = quip;
     }
+
+    /// <summary>The QTIP quantization of the decoder linears (config.json's quip_params), or null for a dense checkpoint.</summary>
+    public QuipParams? Quip { get; }
 
     public string Folder { get; }
 
@@ -90,11 +98,12 @@ public sealed class LlamaCheckpoint : IDisposable
         if (!Directory.Exists(folder))
             throw new ModelFormatException(folder, null, "model folder not found");
         var config = LlamaConfig.Load(Path.Combine(folder, "config.json"));
+        var quip = QuipParams.Read(Path.Combine(folder, "config.json"));
         var store = TensorStore.Open(folder);
         try
         {
-            Validate(config, store);
-            return new LlamaCheckpoint(folder, config, store);
+            Validate(config, store, quip);
+            return new LlamaCheckpoint(folder, config, store, quip);
         }
         catch
         {
@@ -103,18 +112,39 @@ public sealed class LlamaCheckpoint : IDisposable
         }
     }
 
-    private static void Validate(LlamaConfig c, TensorStore store)
+    private static void Validate(LlamaConfig c, TensorStore store, QuipParams? quip)
     {
-        void Expect(string name, params long[] shape)
+        void Expect(string name, params long[] shape) => ExpectTyped(name, null, shape);
+
+        void ExpectTyped(string name, SafeTensorsDType? dtype, params long[] shape)
         {
             if (!store.Contains(name))
                 throw new ModelFormatException(store.Files.Count == 1 ? store.Files[0].Path : Path.GetDirectoryName(store.Files[0].Path)!, name,
                     $"missing: a Llama with this config.json needs it, shape {TensorInfo.ShapeString(shape)}");
             var t = store.Info(name);
-            if (!t.DType.IsWeightFloat())
-                throw new ModelFormatException(t.File, name, $"dtype {t.DType.Name()} {t.ShapeText}: weights must be F32, F16 or BF16");
+            if (dtype is { } d ? t.DType != d : !t.DType.IsWeightFloat())
+                throw new ModelFormatException(t.File, name, $"dtype {t.DType.Name()} {t.ShapeText}: expected {(dtype is { } e ? e.Name() : "F32, F16 or BF16")}");
             if (!t.Shape.SequenceEqual(shape))
                 throw new ModelFormatException(t.File, name, $"shape {t.ShapeText}, but config.json implies {TensorInfo.ShapeString(shape)}");
+        }
+
+        void ExpectLinear(int layer, LinearKind kind)
+        {
+            var (o, i) = LlamaNames.LinearShape(c, kind);
+            string name = LlamaNames.Linear(layer, kind);
+            if (quip is null)
+            {
+                Expect(name, o, i);
+                return;
+            }
+            string prefix = LlamaNames.QuantizedPrefix(name);
+            if (o % 16 != 0 || i % 16 != 0)
+                throw new ModelFormatException(store.Files[0].Path, name, $"quantized linear {o}×{i} is not made of 16×16 tiles");
+            ExpectTyped(prefix + ".trellis", SafeTensorsDType.I16, (long)(o / 16) * (i / 16), 16 * quip.K);
+            Expect(prefix + ".SU", i);
+            Expect(prefix + ".SV", o);
+            if (quip.TableRows > 0)
+                Expect(prefix + ".tlut", quip.TableRows, quip.DecodeMode == "lut" ? quip.V : 2);
         }
 
         Expect(LlamaNames.Embedding, c.VocabSize, c.HiddenSize);
@@ -123,10 +153,7 @@ public sealed class LlamaCheckpoint : IDisposable
             Expect(LlamaNames.InputNorm(l), c.HiddenSize);
             Expect(LlamaNames.PostAttentionNorm(l), c.HiddenSize);
             foreach (var kind in LlamaNames.LayerLinears)
-            {
-                var (o, i) = LlamaNames.LinearShape(c, kind);
-                Expect(LlamaNames.Linear(l, kind), o, i);
-            }
+                ExpectLinear(l, kind);
         }
         Expect(LlamaNames.FinalNorm, c.HiddenSize);
         if (store.Contains(LlamaNames.LmHead))

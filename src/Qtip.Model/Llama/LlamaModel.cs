@@ -158,7 +158,12 @@ public sealed partial class LlamaModel : IDisposable
                     device.Accelerator.Allocate1D(store.ReadFloat32(LlamaNames.PostAttentionNorm(l))));
                 layerList.Add(lw);
                 foreach (var kind in LlamaNames.LayerLinears)
-                    lw.Linears[(int)kind] = DenseLinear.FromCheckpoint(device, store, LlamaNames.Linear(l, kind), p);
+                {
+                    var (o, i) = LlamaNames.LinearShape(c, kind);
+                    lw.Linears[(int)kind] = checkpoint.Quip is { } quip
+                        ? Quantized.QtipLinear.FromCheckpoint(device, store, quip, LlamaNames.Linear(l, kind), o, i)
+                        : DenseLinear.FromCheckpoint(device, store, LlamaNames.Linear(l, kind), p);
+                }
             }
             norm = device.Accelerator.Allocate1D(store.ReadFloat32(LlamaNames.FinalNorm));
             head = checkpoint.TiedEmbeddings

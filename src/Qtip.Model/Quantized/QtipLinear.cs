@@ -4,6 +4,7 @@ using Qtip.Kernels;
 using Qtip.Kernels.Llama;
 using Qtip.Kernels.Runtime;
 using Qtip.Kernels.Trellis;
+using Qtip.Model.Checkpoint;
 using Qtip.Model.Llama;
 
 namespace Qtip.Model.Quantized;
@@ -58,6 +59,31 @@ public sealed class QtipLinear : ILinearLayer
     public int OutFeatures { get; }
 
     public QtipCodeSpec Spec { get; }
+
+    /// <summary>The quantized linear stored under <paramref name="weightName"/>'s prefix (trellis, SU, SV, tlut).</summary>
+    public static QtipLinear FromCheckpoint(QtipDevice device, TensorStore store, QuipParams quip, string weightName, int outFeatures, int inFeatures)
+    {
+        string prefix = LlamaNames.QuantizedPrefix(weightName);
+        var code = quip.DecodeMode switch
+        {
+            "quantlut_sym" => TrellisCodeKind.Hyb,
+            "1mad" => TrellisCodeKind.OneMad,
+            "3inst" => TrellisCodeKind.ThreeInst,
+            _ => TrellisCodeKind.Lut,
+        };
+        var spec = new QtipCodeSpec(code, quip.L, quip.K, quip.V, quip.KernelLayout ? TileLayoutKind.Kernel : TileLayoutKind.Generic);
+        var trellisInfo = store.Info(prefix + ".trellis");
+        var words = store.FileOf(prefix + ".trellis").ReadAs<short>(trellisInfo, SafeTensorsDType.I16);
+        var table = quip.TableRows > 0 ? store.ReadFloat32(prefix + ".tlut") : [];
+        try
+        {
+            return new QtipLinear(device, outFeatures, inFeatures, spec, words, store.ReadFloat32(prefix + ".SU"), store.ReadFloat32(prefix + ".SV"), table);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ModelFormatException(trellisInfo.File, prefix + ".trellis", e.Message);
+        }
+    }
 
     /// <summary>Bytes a decode step reads: the packed trellis plus SU, SV and the table.</summary>
     public long WeightBytes => (trellis.Length * 2) + ((su.Length + sv.Length + table.Length) * 4);

@@ -105,10 +105,11 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
                 stages["hessians"] = sw.Elapsed.TotalSeconds;
             }
 
-            for (int layer = 0; layer < config.NumHiddenLayers; layer++)
+            int layer = 0;
+            while (layer < config.NumHiddenLayers)
             {
                 progress?.Layer(layer, config.NumHiddenLayers);
-                var layerFile = Path.Combine(partialDir, $"layer-{layer:D3}.safetensors");
+                var layerFile = LayerFile(partialDir, layer);
                 if (options.Resume && File.Exists(layerFile))
                 {
                     var saved = LoadLayer(layerFile, layer, model, config, code);
@@ -117,7 +118,21 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
                         progress?.Matrix(r);
                     resumed++;
                     all?.Release(layer);
+                    layer++;
                     continue;
+                }
+                // Layers whose Hessians are already known are quantized together (one trellis call per column block
+                // for all of them); sequential Hessians need the previous layer quantized first, so one at a time.
+                var group = new List<int> { layer };
+                if (options.Hessian != HessianSource.Sequential)
+                {
+                    long budget = GroupBudget(), used = LayerBytes(config);
+                    while (group[^1] + 1 < config.NumHiddenLayers && used + LayerBytes(config) <= budget
+                        && !(options.Resume && File.Exists(LayerFile(partialDir, group[^1] + 1))))
+                    {
+                        group.Add(group[^1] + 1);
+                        used += LayerBytes(config);
+                    }
                 }
                 HessianCollector? mine = null;
                 if (calib is not null && options.Hessian == HessianSource.Sequential)
@@ -128,14 +143,15 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
                 }
                 try
                 {
-                    var layerReports = QuantizeLayer(layer, checkpoint, model, config, mine ?? all, code, lq, layerFile);
-                    reports.AddRange(layerReports);
+                    reports.AddRange(QuantizeLayers(group, checkpoint, model, config, mine ?? all, code, lq, partialDir));
                 }
                 finally
                 {
                     mine?.Dispose();
-                    all?.Release(layer);
+                    foreach (int l in group)
+                        all?.Release(l);
                 }
+                layer = group[^1] + 1;
             }
         }
         finally
@@ -232,64 +248,113 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
 
     private string SignLabel(int layer, LinearKind kind, string which) => $"layer {layer} {kind} {which}";
 
-    private List<MatrixReport> QuantizeLayer(int layer, LlamaCheckpoint checkpoint, LlamaModel model, LlamaConfig config,
-        HessianCollector? hessians, CodeSetup? code, LinearQuantizer lq, string layerFile)
+    private static string LayerFile(string partialDir, int layer) => Path.Combine(partialDir, $"layer-{layer:D3}.safetensors");
+
+    /// <summary>Device bytes one layer's seven prepared matrices hold while they wait for BlockLDLQ.</summary>
+    private static long LayerBytes(LlamaConfig config) =>
+        LlamaNames.LayerLinears.Sum(k => { var (m, n) = LlamaNames.LinearShape(config, k); return PreparedMatrix.DeviceBytes(m, n); });
+
+    /// <summary>Memory for prepared matrices: a quarter of the device's memory (the CPU: 2 GiB).</summary>
+    private long GroupBudget() =>
+        device.Kind == BackendKind.Cpu ? 2L << 30 : Math.Max(1L << 30, device.Accelerator.MemorySize / 4);
+
+    private List<MatrixReport> QuantizeLayers(List<int> layers, LlamaCheckpoint checkpoint, LlamaModel model, LlamaConfig config,
+        HessianCollector? hessians, CodeSetup? code, LinearQuantizer lq, string partialDir)
     {
         var acc = device.Accelerator;
-        var writer = new SafeTensorsWriter();
         var reports = new List<MatrixReport>();
-        foreach (var kind in Order)
+        var writers = layers.ToDictionary(l => l, _ => new SafeTensorsWriter());
+        var layerReports = layers.ToDictionary(l => l, _ => new List<MatrixReport>());
+        var jobs = new List<(int Layer, LinearKind Kind, string Name, PreparedMatrix Prepared, double Seconds)>();
+        try
         {
-            var sw = Stopwatch.StartNew();
-            string name = LlamaNames.Linear(layer, kind);
-            string prefix = name[..^".weight".Length];
-            var (m, n) = LlamaNames.LinearShape(config, kind);
-            var w = checkpoint.Tensors.ReadFloat32(name);
-            MatrixReport report;
-            float[]? reconstruction = null;
-            if (options.Method == QuantizeMethod.Rtn)
+            foreach (int layer in layers)
             {
-                reconstruction = RoundToNearest.Quantize(w, m, n, options.Bits);
-                writer.AddFloat32(name, reconstruction, [m, n]);
-                report = new MatrixReport(layer, name, m, n, double.NaN, 1, 0, sw.Elapsed.TotalSeconds);
+                foreach (var kind in Order)
+                {
+                    var sw = Stopwatch.StartNew();
+                    string name = LlamaNames.Linear(layer, kind);
+                    var (m, n) = LlamaNames.LinearShape(config, kind);
+                    var w = checkpoint.Tensors.ReadFloat32(name);
+                    if (w.Any(v => !float.IsFinite(v)))
+                        throw new InvalidInputException($"{checkpoint.Tensors.FileOf(name).Path}: tensor {name} [{m},{n}] holds NaN or infinite values");
+                    if (options.Method == QuantizeMethod.Rtn)
+                    {
+                        var rec = RoundToNearest.Quantize(w, m, n, options.Bits);
+                        writers[layer].AddFloat32(name, rec, [m, n]);
+                        var r = new MatrixReport(layer, name, m, n, double.NaN, 1, 0, sw.Elapsed.TotalSeconds);
+                        layerReports[layer].Add(r);
+                        progress?.Matrix(r);
+                        continue;
+                    }
+                    var su = options.NoRht ? Ones(n) : new SplitMix64(SplitMix64.Derive(options.Seed, SignLabel(layer, kind, "SU"))).Signs(n);
+                    var sv = options.NoRht ? Ones(m) : new SplitMix64(SplitMix64.Derive(options.Seed, SignLabel(layer, kind, "SV"))).Signs(m);
+                    using var wb = acc.Allocate1D(w);
+                    using var identity = hessians is null ? IdentityHessian(n) : null;
+                    var h = identity?.View ?? hessians!.Hessian(layer, InputOf(kind));
+                    jobs.Add((layer, kind, name, lq.Prepare(wb.View, m, n, h, su, sv, code!.CodeRms), sw.Elapsed.TotalSeconds));
+                    Add("prepare (damping, RHT, block LDL)", sw.Elapsed.TotalSeconds);
+                }
             }
-            else
+
+            if (jobs.Count > 0)
             {
-                var su = options.NoRht ? Ones(n) : new SplitMix64(SplitMix64.Derive(options.Seed, SignLabel(layer, kind, "SU"))).Signs(n);
-                var sv = options.NoRht ? Ones(m) : new SplitMix64(SplitMix64.Derive(options.Seed, SignLabel(layer, kind, "SV"))).Signs(m);
-                using var wb = acc.Allocate1D(w);
-                using var identity = hessians is null ? IdentityHessian(n) : null;
-                var h = identity?.View ?? hessians!.Hessian(layer, InputOf(kind));
-                using var rec = acc.Allocate1D<float>((long)m * n);
-                var q = lq.Quantize(wb.View, m, n, h, su, sv, code!.CodeRms, code.Sequence, rec.View);
-                Add("trellis+ldlq", sw.Elapsed.TotalSeconds);
-                if (options.WritesTrellis)
+                var sw = Stopwatch.StartNew();
+                var words = new BlockLdlq(device).RunMany(jobs.Select(j => j.Prepared).ToList(), code!.Sequence);
+                double ldlqSeconds = sw.Elapsed.TotalSeconds;
+                Add("BlockLDLQ (trellis search)", ldlqSeconds);
+                for (int i = 0; i < jobs.Count; i++)
                 {
-                    var words = code.ToStoredLayout(q.Words, m, n);
-                    writer.AddInt16(prefix + ".trellis", words, [(long)(m / 16) * (n / 16), 16 * options.Bits]);
-                    writer.AddFloat32(prefix + ".SU", q.Su, [n], ModelDType(config));
-                    writer.AddFloat32(prefix + ".SV", q.Sv, [m]);
-                    if (code.Lut is { } lut)
-                        writer.AddFloat32(prefix + ".tlut", lut, [HybCode.Rows, 2], SafeTensorsDType.F16);
-                    writer.AddInt64(prefix + ".rcp", [0L], []);
-                    writer.AddInt64(prefix + ".tp_rank", [8L], []);
-                    if (options.Hessian == HessianSource.Sequential)
-                        reconstruction = Reconstruct(m, n, code, words, ModelDTypeRound(q.Su, config), q.Sv);
+                    sw.Restart();
+                    var (layer, kind, name, p, prepSeconds) = jobs[i];
+                    int m = p.M, n = p.N;
+                    string prefix = LlamaNames.QuantizedPrefix(name);
+                    var writer = writers[layer];
+                    using var rec = acc.Allocate1D<float>((long)m * n);
+                    var q = lq.Finish(p, words[i], options.WritesTrellis ? null : rec.View);
+                    float[]? reconstruction = null;
+                    if (options.WritesTrellis)
+                    {
+                        var stored = code.ToStoredLayout(q.Words, m, n);
+                        writer.AddInt16(prefix + ".trellis", stored, [(long)(m / 16) * (n / 16), 16 * options.Bits]);
+                        writer.AddFloat32(prefix + ".SU", q.Su, [n], ModelDType(config));
+                        writer.AddFloat32(prefix + ".SV", q.Sv, [m]);
+                        if (code.Lut is { } lut)
+                            writer.AddFloat32(prefix + ".tlut", lut, [HybCode.Rows, 2], SafeTensorsDType.F16);
+                        writer.AddInt64(prefix + ".rcp", [0L], []);
+                        writer.AddInt64(prefix + ".tp_rank", [8L], []);
+                        if (options.Hessian == HessianSource.Sequential)
+                            reconstruction = Reconstruct(m, n, code, stored, ModelDTypeRound(q.Su, config), q.Sv);
+                    }
+                    else
+                    {
+                        reconstruction = rec.GetAsArray1D();
+                        writer.AddFloat32(name, reconstruction, [m, n]);
+                    }
+                    if (options.Hessian == HessianSource.Sequential && reconstruction is not null)
+                        model.SetLinear(layer, kind, DenseLinear.FromHost(device, reconstruction, m, n, WeightPrecision.Float32));
+                    Add("finish (proxy error, write)", sw.Elapsed.TotalSeconds);
+                    // A matrix's time: its own preparation and finish plus its share of the joint BlockLDLQ.
+                    var r = new MatrixReport(layer, name, m, n, q.ProxyError, q.Wscale, q.SigmaUsed,
+                        prepSeconds + sw.Elapsed.TotalSeconds + (ldlqSeconds / jobs.Count));
+                    layerReports[layer].Add(r);
+                    progress?.Matrix(r);
                 }
-                else
-                {
-                    reconstruction = rec.GetAsArray1D();
-                    writer.AddFloat32(name, reconstruction, [m, n]);
-                }
-                report = new MatrixReport(layer, name, m, n, q.ProxyError, q.Wscale, q.SigmaUsed, sw.Elapsed.TotalSeconds);
             }
-            if (options.Hessian == HessianSource.Sequential && reconstruction is not null)
-                model.SetLinear(layer, kind, DenseLinear.FromHost(device, reconstruction, m, n, WeightPrecision.Float32));
-            reports.Add(report);
-            progress?.Matrix(report);
         }
-        writer.Metadata["qtip_layer_reports"] = JsonSerializer.Serialize(reports);
-        writer.Write(layerFile);
+        finally
+        {
+            foreach (var j in jobs)
+                j.Prepared.Dispose();
+        }
+        foreach (int layer in layers)
+        {
+            // Reports in the reference's quantization order, as the layer was processed.
+            var ordered = layerReports[layer];
+            writers[layer].Metadata["qtip_layer_reports"] = JsonSerializer.Serialize(ordered);
+            writers[layer].Write(LayerFile(partialDir, layer));
+            reports.AddRange(ordered);
+        }
         return reports;
     }
 
@@ -568,7 +633,8 @@ internal sealed class CodeSetup : IDisposable
                 throw new ArgumentException($"code {o.Code} cannot be written to a checkpoint");
         }
         var spec = new QtipCodeSpec(o.Code, o.L, o.Bits, o.V, QtipCodeSpec.DefaultLayout(o.Code, o.L, o.V));
-        var q = new TrellisQuantizer(device, book, o.L, o.Bits);
+        // The pipeline checks the weights for NaN/Inf once on the host; no per-call check (and sync) in the search.
+        var q = new TrellisQuantizer(device, book, o.L, o.Bits, options: new TrellisQuantizerOptions(ValidateTargets: false));
         return new CodeSetup(device, spec, q, lut, book.Rms(o.L));
     }
 

@@ -23,10 +23,67 @@ public sealed record LinearQuantizeOptions(double SigmaReg = 0.01, double ScaleO
 public sealed record QuantizedMatrix(int M, int N, float[] Su, float[] Sv, short[] Words, float Wscale, double ProxyError, double SigmaUsed);
 
 /// <summary>
-/// Quantizes one weight matrix W (m×n, y = W x) given its input Hessian H (n×n, the mean of x xᵀ):
-/// damping → RHT of H and W with seeded signs → block LDL of Hr → Wscale → BlockLDLQ → proxy error. Device buffers
-/// are allocated per call and freed at the end; the reconstruction Ŵ in the original (unrotated) space can be kept
-/// for sequential quantization.
+/// A matrix ready for BlockLDLQ: its rotated Hessian Hr (n×n, float64), the feedback matrix A (n×n), the rotated and
+/// Wscale-divided weight Wr (m×n), and the buffers BlockLDLQ fills (Ŵr and the residual Wr − Ŵr). Owns its device memory.
+/// </summary>
+public sealed class PreparedMatrix : IDisposable
+{
+    internal PreparedMatrix(int m, int n, float[] su, float[] sv, float wscale, double sigma, Accelerator acc,
+        MemoryBuffer1D<double, Stride1D.Dense> hr, MemoryBuffer1D<float, Stride1D.Dense> a, MemoryBuffer1D<float, Stride1D.Dense> wr)
+    {
+        M = m;
+        N = n;
+        Su = su;
+        Sv = sv;
+        Wscale = wscale;
+        Sigma = sigma;
+        Hr = hr;
+        A = a;
+        Wr = wr;
+        What = acc.Allocate1D<float>((long)m * n);
+        Resid = acc.Allocate1D<float>((long)m * n);
+    }
+
+    public int M { get; }
+
+    public int N { get; }
+
+    public float[] Su { get; }
+
+    public float[] Sv { get; }
+
+    public float Wscale { get; }
+
+    public double Sigma { get; }
+
+    internal MemoryBuffer1D<double, Stride1D.Dense> Hr { get; }
+
+    internal MemoryBuffer1D<float, Stride1D.Dense> A { get; }
+
+    internal MemoryBuffer1D<float, Stride1D.Dense> Wr { get; }
+
+    internal MemoryBuffer1D<float, Stride1D.Dense> What { get; }
+
+    internal MemoryBuffer1D<float, Stride1D.Dense> Resid { get; }
+
+    /// <summary>Device bytes this matrix holds while it waits for BlockLDLQ.</summary>
+    public static long DeviceBytes(int m, int n) => (12L * n * n) + (16L * m * n);
+
+    public void Dispose()
+    {
+        Hr.Dispose();
+        A.Dispose();
+        Wr.Dispose();
+        What.Dispose();
+        Resid.Dispose();
+    }
+}
+
+/// <summary>
+/// Quantizes weight matrices W (m×n, y = W x) given their input Hessians H (n×n, the mean of x xᵀ):
+/// <see cref="Prepare"/> (damping → RHT of H and W with the given signs → block LDL of Hr → Wscale), BlockLDLQ over one
+/// or many prepared matrices in lockstep (<see cref="BlockLdlq.RunMany"/>: one trellis call per step for all of
+/// them), then <see cref="Finish"/> (proxy error, optional reconstruction in the original space).
 /// </summary>
 public sealed class LinearQuantizer(QtipDevice device, LinearQuantizeOptions options)
 {
@@ -39,14 +96,20 @@ public sealed class LinearQuantizer(QtipDevice device, LinearQuantizeOptions opt
 
     public LinearQuantizeOptions Options => options;
 
-    /// <summary>
-    /// Quantizes w (m×n, float32, not modified) with Hessian h (n×n, float64, not modified). <paramref name="codeRms"/>
-    /// is the RMS of the code's values (spec §12: after any cast to the model dtype). When
-    /// <paramref name="reconstruction"/> is given (m×n) it receives Ŵ in the original space:
-    /// diag(SV)·Had_m·Ŵr·Had_nᵀ·diag(SU) with Wscale folded in.
-    /// </summary>
+    /// <summary>One matrix, start to end (see the class comment).</summary>
     public QuantizedMatrix Quantize(ArrayView<float> w, int m, int n, ArrayView<double> h, float[] su, float[] sv,
-        double codeRms, ISequenceQuantizer quantizer, ArrayView<float>? reconstruction = null, IProgress<int>? blocksDone = null)
+        double codeRms, ISequenceQuantizer quantizer, ArrayView<float>? reconstruction = null)
+    {
+        using var p = Prepare(w, m, n, h, su, sv, codeRms);
+        var words = ldlq.RunMany([p], quantizer)[0];
+        return Finish(p, words, reconstruction);
+    }
+
+    /// <summary>
+    /// Damping, RHT and block LDL of h, and Wr = RHT(w)/Wscale. <paramref name="codeRms"/> is the RMS of the code's
+    /// values (spec §12: after any cast to the model dtype). w and h are not modified.
+    /// </summary>
+    public PreparedMatrix Prepare(ArrayView<float> w, int m, int n, ArrayView<double> h, float[] su, float[] sv, double codeRms)
     {
         if (w.Length != (long)m * n)
             throw new ArgumentException($"quantize: W has {w.Length} elements, expected {m}×{n}", nameof(w));
@@ -59,82 +122,109 @@ public sealed class LinearQuantizer(QtipDevice device, LinearQuantizeOptions opt
         if (!(codeRms > 0))
             throw new ArgumentOutOfRangeException(nameof(codeRms), codeRms, "code RMS must be positive");
         var acc = device.Accelerator;
+        var stream = acc.DefaultStream;
         long mn = (long)m * n, nn = (long)n * n;
 
         using var suBuf = acc.Allocate1D(su);
         using var svBuf = acc.Allocate1D(sv);
-        using var hr = acc.Allocate1D<double>(nn);
-        using var hrFloat = acc.Allocate1D<float>(nn);
         using var scratch = acc.Allocate1D<float>(Math.Max(mn, nn));
         using var diag = acc.Allocate1D<double>(n);
-
-        // Hr = Had_nᵀ diag(SU) (H + σ·mean(diag H)·I) diag(SU) Had_n, rotated in float32, widened back to float64.
-        h.CopyTo(acc.DefaultStream, hr.View);
-        ldl.Diagonal(hr.View, n, diag.View, 0);
-        double meanDiag = diag.GetAsArray1D().Average();
-        if (!(meanDiag > 0))
-            throw new InvalidInputException($"quantize: Hessian ({n}×{n}) has mean diagonal {meanDiag}; the calibration data never reached this layer");
-        ldl.Diagonal(hr.View, n, diag.View, options.SigmaReg * meanDiag);
-        if (options.Rotate)
+        var hr = acc.Allocate1D<double>(nn);
+        var a = acc.Allocate1D<float>(nn);
+        var wr = acc.Allocate1D<float>(mn);
+        try
         {
-            ops.Narrow(hr.View, hrFloat.View);
-            rht.RotateHessian(hrFloat.View, n, suBuf.View, scratch.View.SubView(0, nn));
-            ops.Widen(hrFloat.View, hr.View);
-        }
+            // Hr = Had_nᵀ diag(SU) (H + σ·mean(diag H)·I) diag(SU) Had_n, rotated in float32, widened back to float64.
+            h.CopyTo(stream, hr.View);
+            ldl.Diagonal(hr.View, n, diag.View, 0);
+            double meanDiag = diag.GetAsArray1D().Average();
+            if (!(meanDiag > 0))
+                throw new InvalidInputException($"quantize: Hessian ({n}×{n}) has mean diagonal {meanDiag}; the calibration data never reached this layer");
+            ldl.Diagonal(hr.View, n, diag.View, options.SigmaReg * meanDiag);
+            if (options.Rotate)
+            {
+                using var hrFloat = acc.Allocate1D<float>(nn);
+                ops.Narrow(hr.View, hrFloat.View);
+                rht.RotateHessian(hrFloat.View, n, suBuf.View, scratch.View.SubView(0, nn));
+                ops.Widen(hrFloat.View, hr.View);
+            }
 
-        // Block LDL with more damping on failure (added in the rotated space: Had is orthogonal, so +λI commutes).
-        using var a = acc.Allocate1D<float>(nn);
-        using var factor = acc.Allocate1D<double>(nn);
-        using var status = acc.Allocate1D<int>(1);
-        double sigma = options.SigmaReg;
-        for (int attempt = 0; ; attempt++)
+            // Block LDL with more damping on failure (added in the rotated space: Had is orthogonal, so +λI commutes).
+            double sigma = options.SigmaReg;
+            using (var factor = acc.Allocate1D<double>(nn))
+            using (var status = acc.Allocate1D<int>(1))
+            {
+                for (int attempt = 0; ; attempt++)
+                {
+                    hr.View.CopyTo(stream, factor.View);
+                    int failed = ldl.Factor(factor.View, n, a.View, status.View);
+                    if (failed < 0)
+                        break;
+                    if (attempt >= options.MaxDampingRetries)
+                        throw new InvalidInputException($"quantize: block LDL of the {n}×{n} Hessian failed at block {failed} even with damping σ = {sigma}");
+                    double extra = sigma * 9 * meanDiag;
+                    sigma *= 10;
+                    ldl.Diagonal(hr.View, n, diag.View, extra);
+                }
+            }
+
+            // Wr = Had_mᵀ diag(SV) W diag(SU) Had_n / Wscale.
+            w.CopyTo(stream, wr.View);
+            if (options.Rotate)
+                rht.RotateWeight(wr.View, m, n, suBuf.View, svBuf.View, scratch.View.SubView(0, mn));
+            double rms = Math.Sqrt(ops.SumOfSquares(wr.View) / mn);
+            float wscale = (float)(rms / (codeRms * options.ScaleOverride));
+            if (!(wscale > 0) || float.IsInfinity(wscale))
+                throw new InvalidInputException($"quantize: weight ({m}×{n}) has RMS {rms}; cannot scale it to the code");
+            ops.Scale(wr.View, 1f / wscale);
+            acc.Synchronize();
+            return new PreparedMatrix(m, n, su, sv, wscale, sigma, acc, hr, a, wr);
+        }
+        catch
         {
-            hr.View.CopyTo(acc.DefaultStream, factor.View);
-            int failed = ldl.Factor(factor.View, n, a.View, status.View);
-            if (failed < 0)
-                break;
-            if (attempt >= options.MaxDampingRetries)
-                throw new InvalidInputException($"quantize: block LDL of the {n}×{n} Hessian failed at block {failed} even with damping σ = {sigma}");
-            double extra = sigma * 9 * meanDiag;
-            sigma *= 10;
-            ldl.Diagonal(hr.View, n, diag.View, extra);
+            hr.Dispose();
+            a.Dispose();
+            wr.Dispose();
+            throw;
         }
+    }
 
-        // Wr = Had_mᵀ diag(SV) W diag(SU) Had_n / Wscale.
-        using var wr = acc.Allocate1D<float>(mn);
-        w.CopyTo(acc.DefaultStream, wr.View);
-        if (options.Rotate)
-            rht.RotateWeight(wr.View, m, n, suBuf.View, svBuf.View, scratch.View.SubView(0, mn));
-        double rms = Math.Sqrt(ops.SumOfSquares(wr.View) / mn);
-        float wscale = (float)(rms / (codeRms * options.ScaleOverride));
-        if (!(wscale > 0) || float.IsInfinity(wscale))
-            throw new InvalidInputException($"quantize: weight ({m}×{n}) has RMS {rms}; cannot scale it to the code");
-        ops.Scale(wr.View, 1f / wscale);
-
-        using var what = acc.Allocate1D<float>(mn);
-        using var resid = acc.Allocate1D<float>(mn);
-        var words = ldlq.Run(wr.View, a.View, m, n, quantizer, what.View, resid.View, blocksDone);
-
-        // Proxy error ⟨Hr, ΔWᵀΔW⟩ / ⟨Hr, WrᵀWr⟩ (scale-free, so in the Wscale-divided space).
-        using var g = acc.Allocate1D<double>(nn);
-        g.MemSetToZero();
-        gram.Accumulate(resid.View, m, n, g.View);
-        double num = trace.Compute(hr.View, g.View, n);
-        g.MemSetToZero();
-        gram.Accumulate(wr.View, m, n, g.View);
-        double den = trace.Compute(hr.View, g.View, n);
-
-        var svScaled = sv.Select(s => s * wscale).ToArray();
+    /// <summary>
+    /// The proxy error ⟨Hr, ΔWᵀΔW⟩ / ⟨Hr, WrᵀWr⟩ (scale-free) and the checkpoint's signs; when
+    /// <paramref name="reconstruction"/> is given (m×n) it receives Ŵ in the original space:
+    /// diag(SV)·Had_m·Ŵr·Had_nᵀ·diag(SU) with Wscale folded in.
+    /// </summary>
+    public QuantizedMatrix Finish(PreparedMatrix p, short[] words, ArrayView<float>? reconstruction = null)
+    {
+        var acc = device.Accelerator;
+        int m = p.M, n = p.N;
+        long mn = (long)m * n, nn = (long)n * n;
+        double num, den;
+        using (var g = acc.Allocate1D<double>(nn))
+        {
+            g.MemSetToZero();
+            gram.Accumulate(p.Resid.View, m, n, g.View);
+            num = trace.Compute(p.Hr.View, g.View, n);
+            g.MemSetToZero();
+            gram.Accumulate(p.Wr.View, m, n, g.View);
+            den = trace.Compute(p.Hr.View, g.View, n);
+        }
         if (reconstruction is { } rec)
         {
             if (rec.Length != mn)
                 throw new ArgumentException($"quantize: reconstruction has {rec.Length} elements, expected {m}×{n}", nameof(reconstruction));
-            what.View.CopyTo(acc.DefaultStream, rec);
-            ops.Scale(rec, wscale);
+            p.What.View.CopyTo(acc.DefaultStream, rec);
+            ops.Scale(rec, p.Wscale);
             if (options.Rotate)
-                rht.UnrotateWeight(rec, m, n, suBuf.View, svBuf.View, scratch.View.SubView(0, mn));
+            {
+                using var suBuf = acc.Allocate1D(p.Su);
+                using var svBuf = acc.Allocate1D(p.Sv);
+                using var scratch = acc.Allocate1D<float>(mn);
+                rht.UnrotateWeight(rec, m, n, suBuf.View, svBuf.View, scratch.View);
+            }
         }
         acc.Synchronize();
-        return new QuantizedMatrix(m, n, su, svScaled, words, wscale, den > 0 ? num / den : double.NaN, sigma);
+        var svScaled = p.Sv.Select(s => s * p.Wscale).ToArray();
+        return new QuantizedMatrix(m, n, p.Su, svScaled, words, p.Wscale, den > 0 ? num / den : double.NaN, p.Sigma);
     }
 }

@@ -31,28 +31,20 @@ public abstract class BlockLdlqTests(BackendKind backend) : BackendTest(backend)
         return h;
     }
 
-    [Fact]
-    public void Run_MatchesPlainLdlqLoop()
+    /// <summary>A prepared matrix from host data (A from the block LDL of h), for driving BlockLDLQ directly.</summary>
+    private PreparedMatrix Prepared(float[] wr, double[] h, int m, int n)
     {
-        const int m = 32, n = 48;
-        var wr = Rng.Gaussian(m * n, 1);
-        var h = CorrelatedHessian(n, 2);
-        var perm = Enumerable.Range(0, 256).ToArray();
-        new Random(3).Shuffle(perm);
-        var q = new GridQuantizer(0.5f, 4, perm);
         var acc = Device.Accelerator;
-        using var hb = acc.Allocate1D(h);
-        using var a = acc.Allocate1D<float>(n * n);
-        using var status = acc.Allocate1D<int>(1);
-        Assert.Equal(-1, Device.Get<BlockLdl>().Factor(hb.View, n, a.View, status.View));
-        var aHost = a.GetAsArray1D();
-        using var wrb = acc.Allocate1D(wr);
-        using var what = acc.Allocate1D<float>(m * n);
-        using var resid = acc.Allocate1D<float>(m * n);
-        var words = new BlockLdlq(Device).Run(wrb.View, a.View, m, n, q, what.View, resid.View);
-        var got = what.GetAsArray1D();
+        var hb = acc.Allocate1D(h);
+        var a = acc.Allocate1D<float>(n * n);
+        using (var factor = acc.Allocate1D(h))
+        using (var status = acc.Allocate1D<int>(1))
+            Assert.Equal(-1, Device.Get<BlockLdl>().Factor(factor.View, n, a.View, status.View));
+        return new PreparedMatrix(m, n, new float[n], new float[m], 1f, 0, acc, hb, a, acc.Allocate1D(wr));
+    }
 
-        // Reference: plain loops, last block first.
+    private static float[] PlainLdlq(float[] wr, float[] a, int m, int n, GridQuantizer q)
+    {
         var expected = new float[m * n];
         for (int j0 = n - 16; j0 >= 0; j0 -= 16)
         {
@@ -62,16 +54,56 @@ public abstract class BlockLdlqTests(BackendKind backend) : BackendTest(backend)
                 {
                     double x = wr[(i * n) + j0 + c];
                     for (int k = j0 + 16; k < n; k++)
-                        x += (wr[(i * n) + k] - expected[(i * n) + k]) * (double)aHost[(k * n) + j0 + c];
+                        x += (wr[(i * n) + k] - expected[(i * n) + k]) * (double)a[(k * n) + j0 + c];
                     expected[(i * n) + j0 + c] = q.Round((float)x);
                 }
             }
         }
+        return expected;
+    }
+
+    [Fact]
+    public void Run_MatchesPlainLdlqLoop()
+    {
+        const int m = 32, n = 48;
+        var wr = Rng.Gaussian(m * n, 1);
+        var h = CorrelatedHessian(n, 2);
+        var perm = Enumerable.Range(0, 256).ToArray();
+        new Random(3).Shuffle(perm);
+        var q = new GridQuantizer(0.5f, 4, perm);
+        using var p = Prepared(wr, h, m, n);
+        var words = new BlockLdlq(Device).RunMany([p], q)[0];
+        var got = p.What.GetAsArray1D();
+        var expected = PlainLdlq(wr, p.A.GetAsArray1D(), m, n, q);
         Assert.Equal(expected, got);
         // Words come back tile-major: tile (tr, tc) holds its 256 grid indices in sequence order.
         Assert.Equal(m / 16 * (n / 16) * 256, words.Length);
         int tr = 1, tc = 2, row = 5, col = 9;
         Assert.Equal(expected[(((tr * 16) + row) * n) + (tc * 16) + col] / 0.5f, words[(((tr * (n / 16)) + tc) * 256) + perm[(row * 16) + col]]);
+    }
+
+    [Fact]
+    public void RunMany_InLockstep_EqualsEachMatrixAlone()
+    {
+        var q = new GridQuantizer(0.4f, 5);
+        var shapes = new[] { (M: 32, N: 48), (M: 16, N: 80), (M: 48, N: 16) };
+        var prepared = shapes.Select((s, i) => Prepared(Rng.Gaussian(s.M * s.N, 10 + i), CorrelatedHessian(s.N, 20 + i), s.M, s.N)).ToList();
+        try
+        {
+            var words = new BlockLdlq(Device).RunMany(prepared, q);
+            for (int i = 0; i < shapes.Length; i++)
+            {
+                var (m, n) = shapes[i];
+                var expected = PlainLdlq(prepared[i].Wr.GetAsArray1D(), prepared[i].A.GetAsArray1D(), m, n, q);
+                Assert.Equal(expected, prepared[i].What.GetAsArray1D());
+                Assert.Equal(m / 16 * (n / 16) * 256, words[i].Length);
+            }
+        }
+        finally
+        {
+            foreach (var p in prepared)
+                p.Dispose();
+        }
     }
 
     [Fact]
