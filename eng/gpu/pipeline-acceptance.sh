@@ -62,6 +62,8 @@ for section in "$@"; do
       quant hyb2-nohess --code hyb --bits 2 --no-hessian ;;
     sequential)
       quant hyb2-seq --code hyb --bits 2 --sequential ;;
+    scales)
+      for so in 0.8 0.95 1.0; do quant hyb2-so$so --code hyb --bits 2 --scale-override $so; done ;;
     tests-cuda)
       QTIP_LLAMA_SMALL=$small timeout 400 /tmp/q/qtip/gpu-tests.sh "$out" -class "*Cuda" > /dev/null
       line "tests (CUDA classes): $(grep -aE 'Total:|\[FAIL\]' "$out/tests.log" | tr -s ' ' | tr '\n' '|')" ;;

@@ -6,7 +6,7 @@ namespace Qtip.Model.Quantized;
 
 /// <summary>
 /// Calibration windows: the text's documents (split at blank lines) as one BOS + ids + EOS stream, cut into
-/// non-overlapping windows of <c>ctx</c> tokens, the first <c>windows</c> of them.
+/// non-overlapping windows of <c>ctx</c> tokens, the first <c>windows</c> of them (all when 0).
 /// </summary>
 public sealed class CalibrationSet
 {
@@ -47,7 +47,7 @@ public sealed class CalibrationSet
         int available = stream.Length / context;
         if (available == 0)
             throw new InvalidInputException($"calibration file {file} has {stream.Length} tokens, fewer than one window of --calib-ctx {context}");
-        int take = Math.Min(available, windows);
+        int take = windows <= 0 ? available : Math.Min(available, windows);
         var result = new int[take][];
         for (int w = 0; w < take; w++)
             result[w] = stream.AsSpan(w * context, context).ToArray();

@@ -47,7 +47,8 @@ public sealed record QuantizeOptions
 
     public int CalibrationContext { get; init; } = 512;
 
-    public int CalibrationWindows { get; init; } = 64;
+    /// <summary>Calibration windows to use; 0 (the default) takes every whole window of the text.</summary>
+    public int CalibrationWindows { get; init; }
 
     public ulong Seed { get; init; }
 
@@ -86,8 +87,8 @@ public sealed record QuantizeOptions
             throw new ArgumentException("--code lut is a distortion baseline (bench distortion), not a checkpoint format", nameof(Code));
         if (CalibrationContext < 2)
             throw new ArgumentException($"--calib-ctx must be at least 2 (got {CalibrationContext})", nameof(CalibrationContext));
-        if (CalibrationWindows < 1)
-            throw new ArgumentException($"--calib-windows must be at least 1 (got {CalibrationWindows})", nameof(CalibrationWindows));
+        if (CalibrationWindows < 0)
+            throw new ArgumentException($"--calib-windows must be 0 (all) or positive (got {CalibrationWindows})", nameof(CalibrationWindows));
         if (!(SigmaReg >= 0))
             throw new ArgumentException($"--sigma-reg must be ≥ 0 (got {SigmaReg})", nameof(SigmaReg));
         if (!(ScaleOverride > 0))

@@ -20,7 +20,7 @@ public static class QuantizeCommand
         var l = new Option<int>("--L") { Description = "Trellis state bits L (16 in every paper result; smaller is faster, e.g. 12 on the CPU backend).", DefaultValueFactory = _ => 16 };
         var calib = new Option<FileInfo?>("--calib") { Description = "Calibration text (UTF-8, documents separated by blank lines). Default: calib.txt in the model folder, else data/corpus/calib.txt of the Qtip repository." };
         var calibCtx = new Option<int>("--calib-ctx") { Description = "Tokens per calibration window.", DefaultValueFactory = _ => 512 };
-        var calibWindows = new Option<int>("--calib-windows") { Description = "Calibration windows (the first ones of the text).", DefaultValueFactory = _ => 64 };
+        var calibWindows = new Option<int>("--calib-windows") { Description = "Calibration windows (the first ones of the text); 0 = all. On llama-small all 511 windows of calib.txt give 24.40 at HYB 2-bit vs 24.80 with 64 (the proxy error measured on the calibration data itself overfits with few).", DefaultValueFactory = _ => 0 };
         var method = new Option<string>("--method") { Description = "qtip, or rtn (per-output-channel round-to-nearest baseline, written as a dense checkpoint).", DefaultValueFactory = _ => "qtip" };
         var sequential = new Option<bool>("--sequential") { Description = "Collect each layer's Hessians from the model whose earlier layers are already quantized (default: all from the full-precision model)." };
         var noHessian = new Option<bool>("--no-hessian") { Description = "Ablation: H = I (no calibration data, no LDLQ feedback)." };
