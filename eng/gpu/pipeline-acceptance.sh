@@ -64,6 +64,9 @@ for section in "$@"; do
       quant hyb2-seq --code hyb --bits 2 --sequential ;;
     scales)
       for so in 0.8 0.95 1.0; do quant hyb2-so$so --code hyb --bits 2 --scale-override $so; done ;;
+    extra) # EXTRA="name=args|name=args"
+      IFS='|' read -ra specs <<< "${EXTRA:-}"
+      for spec in "${specs[@]}"; do name=${spec%%=*}; args=${spec#*=}; quant "$name" $args; done ;;
     tests-cuda)
       QTIP_LLAMA_SMALL=$small timeout 400 /tmp/q/qtip/gpu-tests.sh "$out" -class "*Cuda" > /dev/null
       line "tests (CUDA classes): $(grep -aE 'Total:|\[FAIL\]' "$out/tests.log" | tr -s ' ' | tr '\n' '|')" ;;

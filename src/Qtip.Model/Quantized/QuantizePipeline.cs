@@ -178,7 +178,17 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
         return report;
     }
 
-    private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
+    private static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        WriteIndented = true,
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    /// <summary>Compact JSON for the per-layer metadata (NaN proxy errors of RTN layers allowed).</summary>
+    private static readonly JsonSerializerOptions CompactJson = new()
+    {
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
 
     private void Add(string stage, double seconds) => stages[stage] = stages.GetValueOrDefault(stage) + seconds;
 
@@ -351,7 +361,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
         {
             // Reports in the reference's quantization order, as the layer was processed.
             var ordered = layerReports[layer];
-            writers[layer].Metadata["qtip_layer_reports"] = JsonSerializer.Serialize(ordered);
+            writers[layer].Metadata["qtip_layer_reports"] = JsonSerializer.Serialize(ordered, CompactJson);
             writers[layer].Write(LayerFile(partialDir, layer));
             reports.AddRange(ordered);
         }
@@ -405,7 +415,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
     private List<MatrixReport> LoadLayer(string file, int layer, LlamaModel model, LlamaConfig config, CodeSetup? code)
     {
         using var f = SafeTensorsFile.Open(file);
-        var reports = JsonSerializer.Deserialize<List<MatrixReport>>(f.Metadata["qtip_layer_reports"])
+        var reports = JsonSerializer.Deserialize<List<MatrixReport>>(f.Metadata["qtip_layer_reports"], CompactJson)
             ?? throw new InvalidInputException($"{file}: layer report missing; delete it to redo layer {layer}");
         if (options.Hessian != HessianSource.Sequential)
             return reports;
