@@ -91,7 +91,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
         WriteOrCheckFingerprint(partialDir, config);
 
         using var code = options.Method == QuantizeMethod.Qtip ? CodeSetup.Create(device, options, config) : null;
-        var lq = new LinearQuantizer(device, new LinearQuantizeOptions(options.SigmaReg, options.ScaleOverride, Rotate: !options.NoRht));
+        var lq = new LinearQuantizer(device, new LinearQuantizeOptions(options.SigmaReg, options.EffectiveScaleOverride, Rotate: !options.NoRht));
         var reports = new List<MatrixReport>();
         int resumed = 0;
         HessianCollector? all = null;
@@ -448,7 +448,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
             options.CalibrationWindows,
             options.Seed,
             options.SigmaReg,
-            options.ScaleOverride,
+            scaleOverride = options.EffectiveScaleOverride,
             layers = config.NumHiddenLayers,
         });
         var path = Path.Combine(partialDir, "run.json");
@@ -538,7 +538,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
                 ["tile"] = new JsonArray(16, 16),
                 ["seed"] = options.Seed,
                 ["sigma_reg"] = options.SigmaReg,
-                ["scale_override"] = options.ScaleOverride,
+                ["scale_override"] = options.EffectiveScaleOverride,
                 ["hessian"] = options.Hessian switch
                 {
                     HessianSource.Sequential => "sequential",
