@@ -1,19 +1,150 @@
 using System.CommandLine;
+using System.Diagnostics;
+using Qtip.Kernels;
+using Qtip.Kernels.Runtime;
+using Qtip.Kernels.Trellis;
+using Qtip.Model.Checkpoint;
+using Qtip.Model.Llama;
+using Qtip.Model.Quantized;
+using Qtip.Model.Tokenization;
 using Qtip.Tool.Cli;
 
 namespace Qtip.Tool.Commands;
 
-/// <summary><c>qtip demo</c>: the README's main job on the bundled llama-nano (quantize, compare perplexity, generate).</summary>
+/// <summary>
+/// <c>qtip demo</c>: the README's main job on the bundled llama-nano: quantize it, compare full-precision and quantized
+/// perplexity on the validation text, and print a greedy sample from the quantized model.
+/// </summary>
 public static class DemoCommand
 {
     public static Command Create()
     {
-        var command = new Command("demo", "Quantize the bundled llama-nano, compare FP and quantized perplexity, print a sample generation.");
-        command.SetAction(_ => CommandRunner.Run(() =>
+        var backend = CommonOptions.Backend();
+        var device = CommonOptions.Device();
+        var bits = new Option<int>("--bits") { Description = "Bits per weight.", DefaultValueFactory = _ => 2 };
+        var code = new Option<string?>("--code") { Description = "hyb, 3inst or 1mad. Default: hyb on a GPU; 1mad on the CPU simulator (HYB's k-means LUT takes minutes there the first time)." };
+        var l = new Option<int>("--L") { Description = "Trellis state bits. Default: 16 on a GPU, 12 on the CPU simulator (16× less search)." };
+        var windows = new Option<int>("--windows") { Description = "Validation windows of 512 tokens to score. Default: all 761 on a GPU, 8 on the CPU.", DefaultValueFactory = _ => 0 };
+        var calibWindows = new Option<int>("--calib-windows") { Description = "Calibration windows. Default: all on a GPU, 16 on the CPU.", DefaultValueFactory = _ => -1 };
+        var output = new Option<DirectoryInfo?>("--out") { Description = "Where the quantized model goes (default: out/llama-nano-<code>-<K>bit)." };
+        var json = CommonOptions.Json();
+        var command = new Command("demo", "The main job on the bundled llama-nano: quantize, compare FP vs quantized perplexity, generate a sample.")
         {
-            Console.Error.WriteLine("qtip: demo: not yet implemented — the quantization pipeline (issue 'QTIP end to end') has not landed.");
-            return ExitCodes.Usage;
-        }));
+            backend, device, bits, code, l, windows, calibWindows, output, json,
+        };
+        command.SetAction(parse => CommandRunner.Run(() => Execute(
+            CommonOptions.ParseBackend(parse.GetValue(backend)!), parse.GetValue(device), parse.GetValue(bits), parse.GetValue(code),
+            parse.GetValue(l), parse.GetValue(windows), parse.GetValue(calibWindows), parse.GetValue(output), parse.GetValue(json))));
         return command;
+    }
+
+    /// <summary>The repository folder holding models/llama-nano and data/corpus (walking up from the working and app directories).</summary>
+    internal static string FindRepository()
+    {
+        foreach (var start in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
+        {
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                if (File.Exists(Path.Combine(dir.FullName, "models", "llama-nano", "config.json"))
+                    && File.Exists(Path.Combine(dir.FullName, "data", "corpus", "valid.txt")))
+                    return dir.FullName;
+            }
+        }
+        throw new InvalidInputException("the bundled llama-nano was not found: run the demo from the Qtip repository (models/llama-nano, data/corpus)");
+    }
+
+    private static int Execute(BackendKind kind, int deviceIndex, int bits, string? codeText, int l, int windows, int calibWindows, DirectoryInfo? output, FileInfo? json)
+    {
+        var repo = FindRepository();
+        var modelDir = Path.Combine(repo, "models", "llama-nano");
+        var valid = Path.Combine(repo, "data", "corpus", "valid.txt");
+        var calib = Path.Combine(repo, "data", "corpus", "calib.txt");
+        using var device = Backends.Open(kind, deviceIndex);
+        bool cpu = device.Kind == BackendKind.Cpu;
+        var code = codeText is null ? (cpu ? TrellisCodeKind.OneMad : TrellisCodeKind.Hyb) : QuantizeCommand.ParseCode(codeText);
+        if (l == 0)
+            l = cpu ? 12 : 16;
+        if (windows == 0)
+            windows = cpu ? 8 : int.MaxValue;
+        if (calibWindows < 0)
+            calibWindows = cpu ? 16 : 0;
+        var codeName = code switch { TrellisCodeKind.Hyb => "hyb", TrellisCodeKind.ThreeInst => "3inst", _ => "1mad" };
+        var outDir = output?.FullName ?? Path.Combine(repo, "out", $"llama-nano-{codeName}-{bits}bit");
+        Output.Line($"device: {device}");
+        Output.Line($"1/4  quantize {modelDir} → {outDir}: QTIP {codeName.ToUpperInvariant()}, K = {bits}, L = {l}, calibration {(calibWindows == 0 ? "all" : calibWindows.ToString())} windows of 512 tokens");
+        var wall = Stopwatch.StartNew();
+        var options = new QuantizeOptions
+        {
+            ModelDir = modelDir,
+            OutDir = outDir,
+            Bits = bits,
+            Code = code,
+            L = l,
+            CalibrationFile = calib,
+            CalibrationWindows = calibWindows,
+            Force = true,
+        };
+        try
+        {
+            options.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException(e.Message);
+        }
+        var report = new QuantizePipeline(device, options).Run();
+        Output.Line($"     {report.Matrices.Count} matrices, {report.BitsPerWeight:F3} bits/weight, mean proxy error {report.MeanProxyError:F4}, {wall.Elapsed.TotalSeconds:F1} s");
+
+        Output.Line($"2/4  perplexity of the full-precision model ({(windows == int.MaxValue ? "all" : windows.ToString())} windows of 512 tokens)");
+        var fp = Evaluate(device, modelDir, valid, windows);
+        Output.Line($"3/4  perplexity of the quantized model");
+        var q = Evaluate(device, outDir, valid, windows);
+        Output.Line("4/4  greedy sample from the quantized model, prompt \"The\"");
+        string sample;
+        using (var checkpoint = LlamaCheckpoint.Open(outDir))
+        using (var model = LlamaModel.Load(device, checkpoint, new ModelOptions { MaxContext = 128 }))
+        {
+            var tokenizer = Tokenizers.Load(outDir, checkpoint.Config.BosTokenId, checkpoint.Config.EosTokenIds[0]);
+            var result = new Generator(model).Generate(tokenizer.Encode("The"), 40, SamplingOptions.Greedy);
+            sample = tokenizer.Decode([.. result.PromptIds, .. result.GeneratedIds]).Replace("\n", " ⏎ ", StringComparison.Ordinal);
+        }
+        Output.Line("     " + sample);
+        Output.Table("qtip demo: llama-nano",
+            ["", "value"],
+            [
+                ["quantization", $"QTIP {codeName.ToUpperInvariant()} K={bits} L={l}, {report.BitsPerWeight:F3} bits/weight"],
+                ["model file", $"{Output.Bytes(report.ModelBytes)} (full precision: {Output.Bytes(new FileInfo(Path.Combine(modelDir, "model.safetensors")).Length)})"],
+                ["perplexity, full precision", fp.Perplexity.ToString("F4")],
+                ["perplexity, quantized", $"{q.Perplexity:F4} ({(q.Perplexity / fp.Perplexity) - 1:+0.0%;-0.0%})"],
+                ["windows scored", $"{q.Windows} × 512 tokens"],
+                ["wall time", $"{wall.Elapsed.TotalSeconds:F1} s"],
+                ["quantized model", outDir],
+            ]);
+        Output.WriteJson(json, new
+        {
+            device = device.ToString(),
+            code = codeName,
+            bits,
+            l,
+            bits_per_weight = report.BitsPerWeight,
+            mean_proxy_error = report.MeanProxyError,
+            fp_perplexity = fp.Perplexity,
+            quantized_perplexity = q.Perplexity,
+            windows = q.Windows,
+            sample,
+            seconds = wall.Elapsed.TotalSeconds,
+        });
+        return ExitCodes.Ok;
+    }
+
+    private static PerplexityResult Evaluate(QtipDevice device, string modelDir, string data, int windows)
+    {
+        using var checkpoint = LlamaCheckpoint.Open(modelDir);
+        using var model = LlamaModel.Load(device, checkpoint, new ModelOptions { MaxContext = 512, MaxPrefillRows = 512 });
+        var tokenizer = Tokenizers.Load(modelDir, checkpoint.Config.BosTokenId, checkpoint.Config.EosTokenIds[0]);
+        var stream = Perplexity.BuildStream(File.ReadAllText(data), tokenizer);
+        var r = Perplexity.Evaluate(model, stream, 512, windows == int.MaxValue ? null : windows);
+        Output.Line($"     ppl {r.Perplexity:F4} over {r.Windows} windows ({r.PredictedTokens:N0} predicted tokens, {r.TokensPerSecond:F0} tokens/s)");
+        return r;
     }
 }
