@@ -139,7 +139,8 @@ public readonly struct SharedReduction : IGroupReduction
         if (Group.IdxX == 0)
         {
             float s = 0f;
-            for (int k = 0; k < Group.DimX; k++)
+            int nt = Group.DimX;
+            for (int k = 0; k < nt; k++)
                 s += sh[red + k];
             sh[red + (2 * slots)] = s;
         }
@@ -159,7 +160,8 @@ public readonly struct SharedReduction : IGroupReduction
         {
             float bv = sh[red];
             uint bi = Interop.FloatAsInt(sh[red + slots]);
-            for (int k = 1; k < Group.DimX; k++)
+            int nt = Group.DimX;
+            for (int k = 1; k < nt; k++)
             {
                 float kv = sh[red + k];
                 uint ki = Interop.FloatAsInt(sh[red + slots + k]);

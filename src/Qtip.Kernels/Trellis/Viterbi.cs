@@ -800,7 +800,9 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         float x0 = sh[p.XOff + (((t * v) + p.T - rot) % p.T)];
         float x1 = v == 2 ? sh[p.XOff + (((t * v) + 1 + p.T - rot) % p.T)] : 0f;
         int off = p.EOff + ((t & 1) * p.Symbols);
-        for (int y = Group.IdxX; y < p.Symbols; y += Group.DimX)
+        // Group.IdxX/DimX read once: on the CPU accelerator each read is a thread-static lookup.
+        int nt = Group.DimX;
+        for (int y = Group.IdxX; y < p.Symbols; y += nt)
         {
             code.Value((uint)y, table, out float c0, out float c1);
             float d0 = c0 - x0;
