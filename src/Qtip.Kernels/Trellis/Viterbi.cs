@@ -53,6 +53,12 @@ public sealed record ViterbiPlan(
     public long ScratchBytes => Slots * (BackPointerSlotBytes + (4 * GlobalCostFloatsPerSlot));
 }
 
+/// <summary>Choices <see cref="Viterbi{TCode}.Plan"/> makes itself unless given here (tests, experiments).</summary>
+/// <param name="Minima">The minima layout (it must fit, and in-place layouts need L ≥ 2·KV and KV ≤ 4).</param>
+/// <param name="Shuffles">Warp-shuffle reductions (not on OpenCL) or shared-memory ones.</param>
+/// <param name="Table">Per-step error table (codes with at most 2^10 symbols) or direct decoding.</param>
+public sealed record ViterbiOverrides(MinimaLayout? Minima = null, bool? Shuffles = null, bool? Table = null);
+
 /// <summary>Scratch for one <see cref="ViterbiPlan"/>: back-pointers and (when needed) global group minima, per slot.</summary>
 public sealed class ViterbiWorkspace : IDisposable
 {
@@ -216,19 +222,24 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
     /// Chooses the launch for (L, K, T) of this code. <paramref name="symbolBits"/>: <see cref="Codes.SymbolBits"/>.
     /// <paramref name="memoryBudget"/> bounds the scratch (back-pointers and global minima) of all slots;
     /// <paramref name="maxThreads"/> caps the group size (0: the device's maximum, at most 1024; on the CPU accelerator
-    /// <see cref="CpuThreads"/>). <paramref name="minima"/> forces a layout (null: the first of Shared, InPlace,
-    /// FixedPoint, Global that fits); <paramref name="shuffles"/> forces the reduction strategy (null: shuffles on
-    /// CUDA only).
+    /// <see cref="CpuThreads"/>). <paramref name="overrides"/> forces choices the plan would otherwise make: the
+    /// minima layout (the first of Shared, InPlace, FixedPoint, Global that fits), the reduction strategy (shuffles on
+    /// CUDA only) and the error table (used when the code has at most 2^10 symbols and a step has at least 4× as many
+    /// states: below that, filling the table costs more than it saves — measured on the CPU accelerator, HYB L = 10:
+    /// 405 vs 352 sequences/s).
     /// </summary>
-    public ViterbiPlan Plan(int l, int k, int t, int symbolBits, long memoryBudget = 1L << 29, int maxThreads = 0, MinimaLayout? minima = null, bool? shuffles = null)
+    public ViterbiPlan Plan(int l, int k, int t, int symbolBits, long memoryBudget = 1L << 29, int maxThreads = 0, ViterbiOverrides? overrides = null)
     {
         int v = default(TCode).V;
         TrellisShape.Validate(l, k, v, t);
         ArgumentOutOfRangeException.ThrowIfLessThan(memoryBudget, 1, nameof(memoryBudget));
         ArgumentOutOfRangeException.ThrowIfNegative(maxThreads);
-        bool warpReduce = shuffles ?? device.Kind == BackendKind.Cuda;
+        var minima = overrides?.Minima;
+        bool warpReduce = overrides?.Shuffles ?? device.Kind == BackendKind.Cuda;
         if (warpReduce && !ShufflesSupported)
-            throw new ArgumentException("Viterbi: ILGPU 1.5.3's OpenCL backend cannot compile warp shuffles; use shared-memory reductions", nameof(shuffles));
+            throw new ArgumentException("Viterbi: ILGPU 1.5.3's OpenCL backend cannot compile warp shuffles; use shared-memory reductions", nameof(overrides));
+        if (overrides?.Table == true && symbolBits > MaxTableBits)
+            throw new ArgumentException($"Viterbi: a code with 2^{symbolBits} symbols has no per-step error table (at most 2^{MaxTableBits})", nameof(overrides));
         int kv = k * v;
         int groups = 1 << (l - kv);
         int steps = t / v;
@@ -239,7 +250,8 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         int cap = maxThreads > 0 ? Math.Min(device.MaxGroupSize, maxThreads)
             : device.Kind == BackendKind.Cpu ? CpuThreads : device.MaxGroupSize;
         cap = Math.Max(unit, 1 << BitOperations.Log2((uint)Math.Max(1, cap)));
-        int symbols = symbolBits <= MaxTableBits ? 1 << symbolBits : 0;
+        bool useTable = overrides?.Table ?? (symbolBits <= MaxTableBits && l >= symbolBits + 2);
+        int symbols = useTable ? 1 << symbolBits : 0;
         long sharedCap = device.Kind == BackendKind.Cpu ? CpuSharedBytes : Math.Min(MaxSharedBytes, device.Accelerator.MaxSharedMemoryPerGroup);
         bool butterflies = l >= 2 * kv && kv <= MaxFanoutBits;
         MinimaLayout[] layouts = minima is { } forced ? [forced] : [MinimaLayout.Shared, MinimaLayout.InPlace, MinimaLayout.FixedPoint, MinimaLayout.Global];
@@ -249,7 +261,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
             if (inPlace && !butterflies)
             {
                 if (minima is not null)
-                    throw new ArgumentException($"Viterbi: the {layout} layout needs L ≥ 2·KV and KV ≤ {MaxFanoutBits} (L = {l}, KV = {kv})", nameof(minima));
+                    throw new ArgumentException($"Viterbi: the {layout} layout needs L ≥ 2·KV and KV ≤ {MaxFanoutBits} (L = {l}, KV = {kv})", nameof(overrides));
                 continue;
             }
             int rMin = inPlace ? Math.Max(minR, 1 << kv) : minR;
@@ -261,7 +273,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
             if (4 * sharedFloats > sharedCap)
             {
                 if (minima is not null || layout == MinimaLayout.Global)
-                    throw new ArgumentException($"Viterbi: T = {t} with a {symbols}-entry table and {layout} minima needs {4 * sharedFloats} bytes of shared memory, above {sharedCap}", minima is null ? nameof(t) : nameof(minima));
+                    throw new ArgumentException($"Viterbi: T = {t} with a {symbols}-entry table and {layout} minima needs {4 * sharedFloats} bytes of shared memory, above {sharedCap}", minima is null ? nameof(t) : nameof(overrides));
                 continue;
             }
             int stepBytes = (int)(((((long)groups * bpBits) + 7) / 8 + 3) / 4 * 4);

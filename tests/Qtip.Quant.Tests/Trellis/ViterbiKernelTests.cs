@@ -22,7 +22,8 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
 
     /// <summary>A way to launch the kernel: the device's plan (all null), or a forced layout, group size, reduction.</summary>
     /// <param name="Interleave">Use interleaved ownership where the plan allows it (the plan only chooses it with shuffles).</param>
-    public sealed record Variant(string Name, MinimaLayout? Minima = null, int MaxThreads = 0, bool? Shuffles = null, bool Interleave = false);
+    /// <param name="Table">Force the per-step error table (codes with ≤ 2^10 symbols; the plan uses it from L ≥ 12).</param>
+    public sealed record Variant(string Name, MinimaLayout? Minima = null, int MaxThreads = 0, bool? Shuffles = null, bool Interleave = false, bool? Table = null);
 
     private static readonly (string Code, int L, int K, int T)[] CaseList =
     [
@@ -40,7 +41,7 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
 
     /// <summary>The variants run on this device. Group sizes of 16 exercise several threads per group on every
     /// backend (the CPU plan uses one); warp-shuffle variants run where shuffles compile (not OpenCL).</summary>
-    private List<Variant> Variants(int l, int kv)
+    private List<Variant> Variants(int l, int kv, bool tabulated)
     {
         bool butterflies = l >= 2 * kv && kv <= Viterbi<OneMadCode>.MaxFanoutBits;
         bool shuffles = Backend != BackendKind.OpenCL;
@@ -57,6 +58,18 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
             if (shuffles)
                 list.Add(new("fixed-16-warp", MinimaLayout.FixedPoint, 16, true));
         }
+        if (tabulated)
+        {
+            list.Add(new("table", Table: true));
+            list.Add(new("table-global-16-shared", MinimaLayout.Global, 16, false, Interleave: true, Table: true));
+            if (shuffles)
+                list.Add(new("table-global-16-warp", MinimaLayout.Global, 16, true, Table: true));
+            if (butterflies)
+            {
+                list.Add(new("table-inplace-16-shared", MinimaLayout.InPlace, 16, false, Table: true));
+                list.Add(new("table-fixed", MinimaLayout.FixedPoint, Table: true));
+            }
+        }
         return list;
     }
 
@@ -64,7 +77,8 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
         where TCode : struct, ITrellisCode
     {
         var vit = Device.Get<Viterbi<TCode>>();
-        var plan = vit.Plan(l, k, t, Codes.SymbolBits(kind, l), maxThreads: variant?.MaxThreads ?? 0, minima: variant?.Minima, shuffles: variant?.Shuffles);
+        var plan = vit.Plan(l, k, t, Codes.SymbolBits(kind, l), maxThreads: variant?.MaxThreads ?? 0,
+            overrides: variant is null ? null : new ViterbiOverrides(variant.Minima, variant.Shuffles, variant.Table));
         return variant is { Interleave: true } ? plan with { Interleaved = plan.CanInterleave(Device.WarpSize) } : plan;
     }
 
@@ -122,8 +136,8 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
         var plans = new List<ViterbiPlan>();
         foreach (var (name, l, k, t) in CaseList)
         {
-            int kv = k * Code(name, l).V;
-            plans.AddRange(Variants(l, kv).Select(variant => PlanOf(name, l, k, t, variant)));
+            var (kind, v, _) = Code(name, l);
+            plans.AddRange(Variants(l, k * v, Tabulated(kind, l)).Select(variant => PlanOf(name, l, k, t, variant)));
         }
         foreach (var layout in Enum.GetValues<MinimaLayout>())
             Assert.Contains(plans, p => p.Minima == layout);
@@ -132,7 +146,13 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
         Assert.Contains(plans, p => p.Threads > 1 && !p.Shuffles);
         if (Backend != BackendKind.OpenCL)
             Assert.Contains(plans, p => p.Threads > 1 && p.Shuffles);
+        Assert.Contains(plans, p => p.TableSymbols > 0 && p.Minima == MinimaLayout.FixedPoint);
+        Assert.Contains(plans, p => p.TableSymbols > 0 && p.Interleaved);
+        Assert.Contains(plans, p => p.TableSymbols == 0);
     }
+
+    /// <summary>Whether the code has a per-step error table at this L (at most 2^10 symbols).</summary>
+    private static bool Tabulated(TrellisCodeKind kind, int l) => Codes.SymbolBits(kind, l) <= Viterbi<OneMadCode>.MaxTableBits;
 
     [Theory]
     [MemberData(nameof(Cases))]
@@ -195,7 +215,7 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
         var x = Rng.Gaussian(count * t, seed: l * 100 + k + 7);
         int n = t / v, kv = k * v;
         var baseline = Dispatch(name, l, k, t, x, count, table, ViterbiMode.TwoPass, new Variant("fp32", MinimaLayout.Global));
-        foreach (var variant in Variants(l, kv))
+        foreach (var variant in Variants(l, kv, Tabulated(kind, l)))
         {
             var run = Dispatch(name, l, k, t, x, count, table, ViterbiMode.TwoPass, variant);
             string what = $"{name} L={l} K={k} {variant.Name} ({run.Plan.Threads} threads, {run.Plan.Minima}{(run.Plan.Interleaved ? ", interleaved" : "")})";
