@@ -535,7 +535,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         for (int q = tid; q < p.G; q += nt)
             StoreGm<TStore>(sh, gmGlobal, gmBase, p, q, ov < 0 || q == ov ? 0f : float.PositiveInfinity);
         if (useTable)
-            FillTable<TC>(sh, table, 0, rot, 1f, p);
+            FillTable<TC>(sh, table, 0, rot, false, p);
         Group.Barrier();
 
         bool active = tid < p.Active;
@@ -607,7 +607,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
                     FlushBytes(bpBytes, stepByte, g0, acc, p);
             }
             if (useTable && t + 1 < p.N)
-                FillTable<TC>(sh, table, t + 1, rot, 1f, p);
+                FillTable<TC>(sh, table, t + 1, rot, false, p);
             if (default(TStore).Global)
                 MemoryFence.GroupLevel();
             Group.Barrier();
@@ -643,7 +643,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         if (fix && tid == 0)
             cells[minCell] = int.MaxValue;
         if (useTable)
-            FillTable<TC>(sh, table, 0, rot, fix ? FixedPointScale : 1f, p);
+            FillTable<TC>(sh, table, 0, rot, fix, p);
         Group.Barrier();
 
         bool active = tid < p.Active;
@@ -766,7 +766,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
             if (fix)
                 default(TReduce).MinInto(cells, minCell + (t % 3), least);
             if (useTable && t + 1 < p.N)
-                FillTable<TC>(sh, table, t + 1, rot, fix ? FixedPointScale : 1f, p);
+                FillTable<TC>(sh, table, t + 1, rot, fix, p);
             Group.Barrier();
             rho += kv;
             if (rho >= n)
@@ -856,9 +856,9 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         return LoadSlot<TStore>(sh, sh.Cast<ushort>(), p, slot, 0);
     }
 
-    /// <summary>E[(t mod 2)·S + y] = scale·‖Value(y) − x_t‖² for every symbol y &lt; S.</summary>
+    /// <summary>E[(t mod 2)·S + y] = ‖Value(y) − x_t‖² for every symbol y &lt; S (times 2^12 when <paramref name="scaled"/>: fixed point).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void FillTable<TC>(ArrayView<float> sh, DeviceTable table, int t, int rot, float scale, ViterbiParams p)
+    private static void FillTable<TC>(ArrayView<float> sh, DeviceTable table, int t, int rot, bool scaled, ViterbiParams p)
         where TC : struct, ITrellisCode
     {
         var code = default(TC);
@@ -878,7 +878,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
                 float d1 = c1 - x1;
                 e += d1 * d1;
             }
-            sh[off + y] = e * scale;
+            sh[off + y] = scaled ? e * FixedPointScale : e;
         }
     }
 
