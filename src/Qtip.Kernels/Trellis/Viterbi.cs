@@ -121,7 +121,8 @@ public sealed class ViterbiWorkspace : IDisposable
 /// the targets and tables; 48 KB per group on CUDA in ILGPU 1.5.3: HYB K = 2…4, V = 1 K = 4 at L = 16); fp32 in place
 /// (G floats: V = 1 K = 3 at L = 16); 16-bit fixed point in place (G halves: V = 1 K = 2 at L = 16); else a per-slot
 /// global double buffer (V = 1 K = 1 at L = 16), where threads own interleaved groups so that a warp's loads are
-/// consecutive. Back-pointers take KV bits rounded up to 1/2/4/8 (HYB K = 2: 4 bits × 4096 groups × 128 steps =
+/// consecutive. The CPU accelerator (1 MiB of shared memory per group, one thread per group) takes fp32 in place
+/// first when D = 4, whose inputs stay in registers, else the fp32 double buffer. Back-pointers take KV bits rounded up to 1/2/4/8 (HYB K = 2: 4 bits × 4096 groups × 128 steps =
 /// 256 KB per sequence, 32× less than int64 states), written as whole bytes or words per thread, and read back by one
 /// thread for the traceback (N dependent loads; a few % of a pass).</para>
 ///
@@ -741,7 +742,9 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
                         int slot = (int)Rotr(j + ((uint)o * inStride), rho, n, mask);
                         if (fix)
                         {
-                            int q = best == float.PositiveInfinity ? Unreachable : best >= FixedPointMax ? FixedPointMax : (int)(best + 0.5f);
+                            // Round half up, clamp finite values to FixedPointMax, +∞ to Unreachable (branch-free).
+                            int q = (int)Math.Min(best + 0.5f, FixedPointMax);
+                            q = best == float.PositiveInfinity ? Unreachable : q;
                             least = Math.Min(least, q);
                             halves[(2 * p.GmOff) + slot] = (ushort)q;
                         }
