@@ -284,7 +284,10 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
             }
             int stepBytes = (int)(((((long)groups * bpBits) + 7) / 8 + 3) / 4 * 4);
             long perSlot = ((long)steps * stepBytes) + (layout == MinimaLayout.Global ? 8L * groups : 0);
-            long resident = (long)device.Accelerator.NumMultiprocessors * Math.Max(1, device.Accelerator.MaxNumThreadsPerMultiprocessor / threads);
+            // Groups in flight at once: per multiprocessor, as many as its threads hold on a GPU; one on the CPU
+            // accelerator, which runs a multiprocessor's groups one after another (more slots would only add scratch).
+            long resident = (long)device.Accelerator.NumMultiprocessors
+                * (device.Kind == BackendKind.Cpu ? 1 : Math.Max(1, device.Accelerator.MaxNumThreadsPerMultiprocessor / threads));
             long slots = Math.Clamp(memoryBudget / perSlot, 1, Math.Max(1, 4 * resident));
             var plan = new ViterbiPlan(l, k, v, t, threads, active, r, bpBits, symbols, layout, warpReduce, (int)(4 * sharedFloats), stepBytes, (int)slots, false);
             // Interleaving pays where a warp's global loads coalesce and shuffles assemble the back-pointer words.
