@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Runtime;
 using Qtip.Kernels.Runtime;
@@ -8,7 +9,9 @@ namespace Qtip.Kernels.Trellis;
 /// States → the tail-biting bitstream (spec §1 "reference packing"): the L bits of s_0, then the low K·V bits of
 /// s_1 … s_{N−1}, MSB first, the final L−K·V bits dropped (they repeat the first ones in a tail-biting walk), K·T
 /// bits per tile, placed by the layout <typeparamref name="TLayout"/> into the int16 trellis tensor. One thread per
-/// stream byte. The states must form tail-biting walks (the quantizer's Approx and Exact modes guarantee it).
+/// stream byte on GPUs; on the CPU accelerator one group per multiprocessor loops over the bytes (every simulated
+/// group ends with an OS-thread barrier). The states must form tail-biting walks (the quantizer's Approx and Exact
+/// modes guarantee it).
 /// </summary>
 public sealed class TrellisPack<TLayout> : IKernelSet<TrellisPack<TLayout>> where TLayout : struct, ITileLayout
 {
@@ -42,22 +45,37 @@ public sealed class TrellisPack<TLayout> : IKernelSet<TrellisPack<TLayout>> wher
             throw new ArgumentException($"TrellisPack: {tiles} tiles exceed one launch", nameof(tiles));
         if (threads == 0)
             return;
-        kernel(stream ?? device.Accelerator.DefaultStream, (int)threads, states, trellis.Cast<byte>(), new PackParams(l, k * v, steps, lp));
+        int launched = device.Kind == BackendKind.Cpu ? (int)Math.Min(threads, (long)device.Accelerator.NumMultiprocessors * device.MaxGroupSize) : (int)threads;
+        kernel(stream ?? device.Accelerator.DefaultStream, launched, states, trellis.Cast<byte>(), new PackParams(l, k * v, steps, lp, (int)threads, launched));
     }
 
-    public readonly struct PackParams(int l, int kv, int steps, LayoutParams layout)
+    public readonly struct PackParams(int l, int kv, int steps, LayoutParams layout, int bytes, int stride)
     {
         public readonly int L = l;
         public readonly int KV = kv;
         public readonly int Steps = steps;
         public readonly LayoutParams Layout = layout;
+
+        /// <summary>Stream bytes of all tiles.</summary>
+        public readonly int Bytes = bytes;
+
+        /// <summary>Threads launched (each handles bytes index, index + stride, …).</summary>
+        public readonly int Stride = stride;
     }
 
     internal static void Kernel(Index1D index, ArrayView<uint> states, ArrayView<byte> trellis, PackParams p)
     {
+        for (int b = index.X; b < p.Bytes; b += p.Stride)
+            PackByte(b, states, trellis, p);
+    }
+
+    /// <summary>Stream byte <paramref name="b"/> (of all tiles): 8 bits gathered from the states.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PackByte(int b, ArrayView<uint> states, ArrayView<byte> trellis, PackParams p)
+    {
         int bytesPerTile = p.Layout.BytesPerTile;
-        int tile = index.X / bytesPerTile;
-        int k = index.X - (tile * bytesPerTile);
+        int tile = b / bytesPerTile;
+        int k = b - (tile * bytesPerTile);
         long row = (long)tile * p.Steps;
         uint value = 0;
         for (int i = 0; i < 8; i++)

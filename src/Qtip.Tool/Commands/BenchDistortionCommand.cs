@@ -19,7 +19,7 @@ namespace Qtip.Tool.Commands;
 /// </summary>
 public static class BenchDistortionCommand
 {
-    public sealed record PlanInfo(int Threads, int GroupsPerThread, int BackPointerBits, int TableSymbols, bool GlobalCosts, bool Interleaved, int SharedBytes, int Slots, long ScratchBytes);
+    public sealed record PlanInfo(int Threads, int GroupsPerThread, int BackPointerBits, int TableSymbols, string Minima, bool Shuffles, bool Interleaved, int SharedBytes, int Slots, long ScratchBytes);
 
     public sealed record Result(
         string Device, string Backend, string Date, string Code, int K, int L, int V, int T, int Sequences, int Seed,
@@ -153,7 +153,7 @@ public static class BenchDistortionCommand
                 o.TailBiting.ToLowerInvariant(), scaleMode is "rms" or "search" ? scaleMode : "fixed", scaleUsed, rms, mean, stdErr, bound,
                 10 * Math.Log10(mean / bound), totalSeconds, kernelSeconds, o.Sequences / totalSeconds, o.Sequences / kernelSeconds,
                 kernelSeconds / totalSeconds,
-                new PlanInfo(plan.Threads, plan.GroupsPerThread, plan.BackPointerBits, plan.TableSymbols, plan.GlobalCosts, plan.Interleaved, plan.SharedBytes, plan.Slots, plan.ScratchBytes),
+                new PlanInfo(plan.Threads, plan.GroupsPerThread, plan.BackPointerBits, plan.TableSymbols, plan.Minima.ToString(), plan.Shuffles, plan.Interleaved, plan.SharedBytes, plan.Slots, plan.ScratchBytes),
                 "qtip bench distortion " + commandLine);
             Print(result);
             Output.WriteJson(o.Json, result);
@@ -217,6 +217,15 @@ public static class BenchDistortionCommand
         return fc <= fd ? c : d;
     }
 
+    private static string MinimaText(string layout) => layout switch
+    {
+        nameof(MinimaLayout.Shared) => "fp32 minima in shared memory",
+        nameof(MinimaLayout.Global) => "fp32 minima in global memory",
+        nameof(MinimaLayout.InPlace) => "fp32 minima in place in shared memory",
+        nameof(MinimaLayout.FixedPoint) => "16-bit fixed-point minima in place in shared memory",
+        _ => layout,
+    };
+
     private static void Print(Result r)
     {
         var plan = r.Plan;
@@ -230,7 +239,8 @@ public static class BenchDistortionCommand
                 ["throughput, full call", $"{r.SequencesPerSecond:F1} sequences/s ({r.SecondsTotal:F3} s)"],
                 ["throughput, Viterbi only", $"{r.KernelSequencesPerSecond:F1} sequences/s ({r.SecondsKernel:F3} s, {r.KernelShare:P0} of the call)"],
                 ["Viterbi launch", $"{plan.Threads} threads, R = {plan.GroupsPerThread}, {plan.BackPointerBits}-bit back-pointers, " +
-                    $"{(plan.TableSymbols > 0 ? $"{plan.TableSymbols}-entry error table" : "direct decode")}, minima in {(plan.GlobalCosts ? "global" : "shared")} memory{(plan.Interleaved ? " (interleaved groups)" : "")}, " +
+                    $"{(plan.TableSymbols > 0 ? $"{plan.TableSymbols}-entry error table" : "direct decode")}, {MinimaText(plan.Minima)}{(plan.Interleaved ? " (interleaved groups)" : "")}, " +
+                    $"{(plan.Shuffles ? "warp-shuffle" : "shared-memory")} reductions, " +
                     $"{plan.SharedBytes} B shared, {plan.Slots} groups, {Output.Bytes(plan.ScratchBytes)} scratch"],
             ]);
     }

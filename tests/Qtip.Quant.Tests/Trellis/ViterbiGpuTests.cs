@@ -8,8 +8,10 @@ namespace Qtip.Quant.Tests.Trellis;
 
 /// <summary>
 /// GPU only: the CUDA Viterbi at production sizes (L = 12…16, T = 256) against the float64 reference and against the
-/// CPU accelerator, on a few sequences. Covers shared and global (interleaved, 1/2/4-bit back-pointers) group minima
-/// and both cost modes.
+/// CPU accelerator, on a few sequences. Covers every minima layout the CUDA plan picks — fp32 shared (HYB, 1MAD
+/// L = 14 K = 3, LUT L = 12), fp32 in place (V = 1 K = 3 at L = 16), 16-bit fixed point in place (V = 1 K = 2 at
+/// L = 16, direct and table codes), global interleaved with 1-bit back-pointers (V = 1 K = 1 at L = 16) — and both
+/// cost modes.
 /// </summary>
 [Trait("Category", "Gpu")]
 public sealed class ViterbiGpuTests
@@ -24,6 +26,7 @@ public sealed class ViterbiGpuTests
         { "3inst", 16, 2 },
         { "1mad", 14, 3 },
         { "1mad", 16, 3 },
+        { "1mad", 16, 2 },
         { "3inst", 16, 1 },
         { "lut", 12, 1 },
         { "lut", 12, 4 },
@@ -54,6 +57,8 @@ public sealed class ViterbiGpuTests
         var c = qc.Quantize(x, TailBiting.Approx);
         var cbd = TrellisReference.Codebook(cb.Kind, l, cb.V, cb.Table);
         int n = qg.Steps, kv = k * cb.V;
+        // Fixed-point minima find walks within N·Δ (Δ = 2^−12) of the optimum's squared error (see Viterbi).
+        double excess = qg.Plan.Minima == MinimaLayout.FixedPoint ? n / (double)Viterbi<OneMadCode>.FixedPointScale : 0;
         for (int b = 0; b < count; b++)
         {
             var xb = x.AsSpan(b * t, t);
@@ -63,14 +68,15 @@ public sealed class ViterbiGpuTests
             int ov = (int)(walk[0] >> kv);
             var (_, sseOv) = TrellisReference.Viterbi(cbd, l, k, cb.V, xb, ov: ov);
             double sse = TrellisReference.Sse(cbd, cb.V, walk, xb);
-            Assert.True(Math.Abs(sse - sseOv) <= CostTolerance * (1 + sseOv), $"{code} L={l} K={k} b={b}: {sse} vs constrained optimum {sseOv}");
+            Assert.True(sse >= sseOv - (CostTolerance * (1 + sseOv)) && sse <= sseOv + excess + (CostTolerance * (1 + sseOv)),
+                $"{code} L={l} K={k} b={b} ({qg.Plan.Minima} minima): {sse} vs constrained optimum {sseOv}");
             if (ov == ovRef)
-                Assert.True(Math.Abs(sse - sseRef) <= CostTolerance * (1 + sseRef));
+                Assert.True(Math.Abs(sse - sseRef) <= excess + (CostTolerance * (1 + sseRef)));
             Assert.Equal(sse / t, g.Mse[b], 1e-5);
             // fp32 rounding differs between backends (FMA contraction on CUDA): compare with the CPU accelerator when both
             // passes picked the same overlap (a near-tie in pass 1 may legitimately pick another).
             if ((int)(c.States[b * n] >> kv) == ov)
-                Assert.Equal(c.Mse[b], g.Mse[b], 1e-5);
+                Assert.True(Math.Abs(c.Mse[b] - g.Mse[b]) <= 1e-5 + (excess / t), $"{code} L={l} K={k} b={b}: CPU MSE {c.Mse[b]}, CUDA {g.Mse[b]}");
         }
         Assert.Equal(g.Packed!.Length, c.Packed!.Length);
         Assert.Equal(g.Reconstruction, qg.Decode(g.Packed));
