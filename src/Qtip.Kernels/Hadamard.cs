@@ -118,7 +118,7 @@ public sealed class Hadamard : IKernelSet<Hadamard>
             chunksPerGroup = Math.Min(chunksPerGroup, chunksPerRow);
         int elements = chunksPerGroup * chunk;
         int units = Math.Max(1, elements / 8);
-        int groupSize = Math.Min(device.MaxGroupSize, RoundUpPow2(units));
+        int groupSize = device.LoopGroupSize(RoundUpPow2(units));
         long groups = (totalChunks + chunksPerGroup - 1) / chunksPerGroup;
         if (groups > int.MaxValue)
             throw new ArgumentException($"Hadamard: {totalChunks} chunks exceed one launch", nameof(rows));
@@ -137,7 +137,7 @@ public sealed class Hadamard : IKernelSet<Hadamard>
         long groups = (long)rows * tilesPerRow;
         if (groups > int.MaxValue)
             throw new ArgumentException($"Hadamard: {groups} mix tiles exceed one launch", nameof(rows));
-        int groupSize = Math.Min(device.MaxGroupSize, Math.Min(256, RoundUpPow2(order * tile)));
+        int groupSize = device.LoopGroupSize(Math.Min(256, RoundUpPow2(order * tile)));
         var p = new MixParams(order, inner, tile, n, (order + 31) / 32, useIn ? 1 : 0, useOut ? 1 : 0, scale);
         mix(stream, Config((int)groups, groupSize, order * tile), data, bits, inSign, outSign, p);
     }

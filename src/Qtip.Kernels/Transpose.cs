@@ -40,7 +40,7 @@ public sealed class Transpose : IKernelSet<Transpose>
         long groups = (long)tilesX * tilesY;
         if (groups > int.MaxValue)
             throw new ArgumentException($"Transpose: {m}×{n} is too large for one launch", nameof(m));
-        int groupSize = Math.Min(device.MaxGroupSize, 256);
+        int groupSize = device.LoopGroupSize(256);
         kernel(stream ?? device.Accelerator.DefaultStream, new KernelConfig((int)groups, groupSize),
             input, output, new TransposeParams(m, n, tilesX));
     }

@@ -35,6 +35,13 @@ public sealed partial class QtipDevice : IDisposable
     /// <summary>Threads per group that kernels may use: the accelerator's maximum, capped at 1024.</summary>
     public int MaxGroupSize => Math.Min(Accelerator.MaxNumThreadsPerGroup, 1024);
 
+    /// <summary>
+    /// Group size for a kernel that loops over its work with a group-stride loop (any size is correct): <paramref name="gpu"/>
+    /// on a GPU, one thread on the CPU accelerator, where every simulated barrier costs a thread rendezvous and the
+    /// groups of a launch already run one per core (nano quantize prepare: 9.8 → see docs/BENCHMARKS.md).
+    /// </summary>
+    public int LoopGroupSize(int gpu) => Kind == BackendKind.Cpu ? 1 : Math.Min(MaxGroupSize, gpu);
+
     public int WarpSize => Accelerator.WarpSize;
 
     /// <summary>The kernel set <typeparamref name="T"/> on this device, loaded on first use.</summary>

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
 using ILGPU;
 using ILGPU.Runtime;
 using Qtip.Kernels;
@@ -16,7 +17,15 @@ using Qtip.Quant.Trellis;
 namespace Qtip.Model.Quantized;
 
 /// <summary>One quantized matrix in the run's report.</summary>
-public sealed record MatrixReport(int Layer, string Name, int M, int N, double ProxyError, double Wscale, double Sigma, double Seconds);
+public sealed record MatrixReport(
+    [property: JsonPropertyName("layer")] int Layer,
+    [property: JsonPropertyName("name")] string Name,
+    [property: JsonPropertyName("m")] int M,
+    [property: JsonPropertyName("n")] int N,
+    [property: JsonPropertyName("proxy_error")] double ProxyError,
+    [property: JsonPropertyName("wscale")] double Wscale,
+    [property: JsonPropertyName("sigma")] double Sigma,
+    [property: JsonPropertyName("seconds")] double Seconds);
 
 /// <summary>What a quantization run measured.</summary>
 public sealed record QuantizeReport(
@@ -88,6 +97,22 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
         stages["load"] = sw.Elapsed.TotalSeconds;
 
         Directory.CreateDirectory(partialDir);
+        try
+        {
+            return RunLayers(outDir, partialDir, total, sw, checkpoint, config, calib, model);
+        }
+        catch when (!options.Resume)
+        {
+            // Without --resume the per-layer state is of no use to anyone: leave nothing behind.
+            if (Directory.Exists(partialDir))
+                Directory.Delete(partialDir, recursive: true);
+            throw;
+        }
+    }
+
+    private QuantizeReport RunLayers(string outDir, string partialDir, Stopwatch total, Stopwatch sw, LlamaCheckpoint checkpoint,
+        LlamaConfig config, CalibrationSet? calib, LlamaModel model)
+    {
         WriteOrCheckFingerprint(partialDir, config);
 
         using var code = options.Method == QuantizeMethod.Qtip ? CodeSetup.Create(device, options, config) : null;

@@ -1,0 +1,226 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Qtip.Model.Checkpoint;
+using Xunit;
+
+namespace Qtip.Tool.Tests;
+
+/// <summary>
+/// <c>qtip quantize</c> as a user runs it, on the bundled llama-nano and the CPU backend, with a tiny trellis (L = 8) and
+/// two short calibration windows so each run takes seconds: the output format, evaluation of the result, resume after a
+/// kill (byte-identical), and every bad-input case with its exit code and nothing half-written left behind.
+/// </summary>
+public sealed class QuantizeCliTests : IDisposable
+{
+    private static readonly string Repo = FindRepo();
+    private static readonly string Nano = Path.Combine(Repo, "models", "llama-nano");
+    private static readonly string Calib = Path.Combine(Repo, "data", "corpus", "calib.txt");
+    private readonly string work = Path.Combine(Path.GetTempPath(), $"qtip-quant-{Environment.ProcessId}-{Guid.NewGuid():N}");
+
+    public QuantizeCliTests() => Directory.CreateDirectory(work);
+
+    public void Dispose()
+    {
+        if (Directory.Exists(work))
+            Directory.Delete(work, recursive: true);
+    }
+
+    private static string FindRepo()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Qtip.sln")))
+                return dir.FullName;
+        }
+        throw new DirectoryNotFoundException("Qtip.sln not found above " + AppContext.BaseDirectory);
+    }
+
+    private static string[] Tiny(string outDir, params string[] extra) =>
+    [
+        "quantize", "--model", Nano, "--out", outDir, "--calib", Calib, "--calib-ctx", "64", "--calib-windows", "2",
+        "--code", "1mad", "--bits", "2", "--L", "8", "--backend", "cpu", .. extra,
+    ];
+
+    [Fact]
+    public void Quantize_WritesTheDocumentedFormat_AndTheResultEvaluates()
+    {
+        var outDir = Path.Combine(work, "q");
+        var json = Path.Combine(work, "q.json");
+        var r = QtipProcess.Run([.. Tiny(outDir), "--json", json]);
+        Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
+        Assert.False(Directory.Exists(outDir + ".partial"));
+
+        using (var cfgDoc = JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "config.json"))))
+        {
+            var cfg = cfgDoc.RootElement;
+            var quip = cfg.GetProperty("quip_params");
+            Assert.Equal("bitshift", quip.GetProperty("codebook").GetString());
+            Assert.Equal(8, quip.GetProperty("L").GetInt32());
+            Assert.Equal(2, quip.GetProperty("K").GetInt32());
+            Assert.Equal(1, quip.GetProperty("V").GetInt32());
+            Assert.Equal("1mad", quip.GetProperty("decode_mode").GetString());
+            Assert.Equal("qtip", cfg.GetProperty("quantization_config").GetProperty("quant_method").GetString());
+        }
+        foreach (var f in new[] { "tokenizer.model", "tokenizer.json", "generation_config.json", "qtip-report.json" })
+            Assert.True(File.Exists(Path.Combine(outDir, f)), f);
+
+        using (var st = SafeTensorsFile.Open(Path.Combine(outDir, "model.safetensors")))
+        {
+            var trellis = st["model.layers.1.mlp.down_proj.trellis"];
+            Assert.Equal(SafeTensorsDType.I16, trellis.DType);
+            Assert.Equal([(128 / 16) * (384 / 16), 16 * 2], trellis.Shape);
+            Assert.Equal(SafeTensorsDType.BF16, st["model.layers.1.mlp.down_proj.SU"].DType);
+            Assert.Equal([384L], st["model.layers.1.mlp.down_proj.SU"].Shape);
+            Assert.Equal(SafeTensorsDType.F32, st["model.layers.1.mlp.down_proj.SV"].DType);
+            Assert.Equal([128L], st["model.layers.1.mlp.down_proj.SV"].Shape);
+            Assert.False(st.Contains("model.layers.1.mlp.down_proj.weight"));
+            Assert.True(st.Contains("lm_head.weight"));
+            Assert.True(st.Contains("model.embed_tokens.weight"));
+        }
+
+        using (var report = JsonDocument.Parse(File.ReadAllText(json)))
+        {
+            double bpw = report.RootElement.GetProperty("bits_per_weight").GetDouble();
+            Assert.InRange(bpw, 2.0, 2.5);
+            foreach (var m in report.RootElement.GetProperty("matrices").EnumerateArray())
+                Assert.InRange(m.GetProperty("proxy_error").GetDouble(), 1e-4, 0.5);
+        }
+
+        var evalJson = Path.Combine(work, "eval.json");
+        var e = QtipProcess.Run("eval", "--model", outDir, "--data", Path.Combine(Repo, "data", "corpus", "valid.txt"), "--ctx", "64",
+            "--max-windows", "2", "--backend", "cpu", "--json", evalJson);
+        Assert.True(e.ExitCode == 0, e.Stderr + e.Stdout);
+        using var ev = JsonDocument.Parse(File.ReadAllText(evalJson));
+        double ppl = ev.RootElement.GetProperty("perplexity").GetDouble();
+        Assert.InRange(ppl, 5, 2000);
+    }
+
+    [Fact]
+    public void Resume_AfterKillingTheProcessMidRun_GivesTheSameBytes()
+    {
+        var killed = Path.Combine(work, "killed");
+        var fresh = Path.Combine(work, "fresh");
+        // --sequential quantizes (and saves) one layer at a time; kill the run once layer 0 is on disk.
+        var args = Tiny(killed, "--sequential", "--resume");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "qtip.dll"));
+        foreach (var a in args)
+            psi.ArgumentList.Add(a);
+        var layer0 = Path.Combine(killed + ".partial", "layer-000.safetensors");
+        bool killedMidRun;
+        using (var p = Process.Start(psi)!)
+        {
+            _ = p.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
+            _ = p.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
+            var sw = Stopwatch.StartNew();
+            while (!File.Exists(layer0) && !p.HasExited && sw.Elapsed < TimeSpan.FromMinutes(5))
+                Thread.Sleep(20);
+            killedMidRun = !p.HasExited;
+            if (killedMidRun)
+                p.Kill(entireProcessTree: true);
+            p.WaitForExit();
+        }
+        Assert.True(killedMidRun, "the run finished before it could be killed after layer 0");
+        Assert.True(File.Exists(layer0));
+        Assert.False(File.Exists(Path.Combine(killed + ".partial", "layer-001.safetensors")));
+        Assert.False(Directory.Exists(killed));
+
+        var resumed = QtipProcess.Run(args);
+        Assert.True(resumed.ExitCode == 0, resumed.Stderr + resumed.Stdout);
+        Assert.Contains("layers resumed", resumed.Stdout, StringComparison.Ordinal);
+
+        // A separate process with the same seed: the bytes must match (resume identity and same-seed determinism).
+        var clean = QtipProcess.Run(Tiny(fresh, "--sequential"));
+        Assert.True(clean.ExitCode == 0, clean.Stderr + clean.Stdout);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(fresh, "model.safetensors")), File.ReadAllBytes(Path.Combine(killed, "model.safetensors")));
+        Assert.Equal(File.ReadAllText(Path.Combine(fresh, "config.json")), File.ReadAllText(Path.Combine(killed, "config.json")));
+    }
+
+    [Fact]
+    public void ExistingOutput_IsRefusedWithoutForce()
+    {
+        var outDir = Path.Combine(work, "exists");
+        Directory.CreateDirectory(outDir);
+        File.WriteAllText(Path.Combine(outDir, "keep.txt"), "mine");
+        var r = QtipProcess.Run(Tiny(outDir));
+        Assert.Equal(3, r.ExitCode);
+        Assert.Contains("--force", r.Stderr, StringComparison.Ordinal);
+        Assert.Equal("mine", File.ReadAllText(Path.Combine(outDir, "keep.txt")));
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("too short.")]
+    public void EmptyOrTooShortCalibration_IsExitCode3_AndLeavesNothing(string text)
+    {
+        var calib = Path.Combine(work, "calib.txt");
+        File.WriteAllText(calib, text);
+        var outDir = Path.Combine(work, "out");
+        var r = QtipProcess.Run("quantize", "--model", Nano, "--out", outDir, "--calib", calib, "--backend", "cpu", "--L", "8");
+        Assert.Equal(3, r.ExitCode);
+        Assert.Contains("calibration", r.Stderr, StringComparison.Ordinal);
+        Assert.Single(r.Stderr.Trim().Split('\n'));
+        Assert.DoesNotContain(Directory.GetFileSystemEntries(work), p => p.StartsWith(outDir, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void MissingCalibrationFile_IsExitCode3()
+    {
+        var r = QtipProcess.Run("quantize", "--model", Nano, "--out", Path.Combine(work, "o"), "--calib", Path.Combine(work, "nope.txt"), "--backend", "cpu");
+        Assert.Equal(3, r.ExitCode);
+        Assert.Contains("nope.txt", r.Stderr, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("--bits", "5")]
+    [InlineData("--L", "20")]
+    [InlineData("--code", "e8p")]
+    [InlineData("--method", "gptq")]
+    public void BadOptions_AreUsageErrors(string option, string value)
+    {
+        var r = QtipProcess.Run("quantize", "--model", Nano, "--out", Path.Combine(work, "o"), "--calib", Calib, "--backend", "cpu", option, value);
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains(option.TrimStart('-'), r.Stderr, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
+    public void ShapesNotMadeOf16x16Tiles_AreExitCode3_NamingTheTensor()
+    {
+        // A Llama with hidden size 40: every linear has a dimension that is not a multiple of 16.
+        var model = Path.Combine(work, "odd");
+        Directory.CreateDirectory(model);
+        const int hidden = 40, inter = 64, vocab = 8192;
+        var config = File.ReadAllText(Path.Combine(Nano, "config.json"))
+            .Replace("\"hidden_size\": 128", $"\"hidden_size\": {hidden}", StringComparison.Ordinal)
+            .Replace("\"intermediate_size\": 384", $"\"intermediate_size\": {inter}", StringComparison.Ordinal)
+            .Replace("\"head_dim\": 32", "\"head_dim\": 10", StringComparison.Ordinal)
+            .Replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1", StringComparison.Ordinal);
+        File.WriteAllText(Path.Combine(model, "config.json"), config);
+        foreach (var f in new[] { "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json" })
+            File.Copy(Path.Combine(Nano, f), Path.Combine(model, f));
+        var w = new SafeTensorsWriter();
+        void Add(string name, params int[] shape) =>
+            w.AddFloat32(name, Enumerable.Repeat(0.01f, shape.Aggregate(1, (a, b) => a * b)).ToArray(), shape.Select(d => (long)d).ToArray(), SafeTensorsDType.BF16);
+        Add("model.embed_tokens.weight", vocab, hidden);
+        Add("lm_head.weight", vocab, hidden);
+        Add("model.norm.weight", hidden);
+        Add("model.layers.0.input_layernorm.weight", hidden);
+        Add("model.layers.0.post_attention_layernorm.weight", hidden);
+        Add("model.layers.0.self_attn.q_proj.weight", hidden, hidden);
+        Add("model.layers.0.self_attn.k_proj.weight", 20, hidden);
+        Add("model.layers.0.self_attn.v_proj.weight", 20, hidden);
+        Add("model.layers.0.self_attn.o_proj.weight", hidden, hidden);
+        Add("model.layers.0.mlp.gate_proj.weight", inter, hidden);
+        Add("model.layers.0.mlp.up_proj.weight", inter, hidden);
+        Add("model.layers.0.mlp.down_proj.weight", hidden, inter);
+        w.Write(Path.Combine(model, "model.safetensors"));
+
+        var outDir = Path.Combine(work, "odd-out");
+        var r = QtipProcess.Run("quantize", "--model", model, "--out", outDir, "--calib", Calib, "--backend", "cpu", "--L", "8");
+        Assert.Equal(3, r.ExitCode);
+        Assert.Contains("multiples of 16", r.Stderr, StringComparison.Ordinal);
+        Assert.Contains("proj", r.Stderr, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(outDir));
+        Assert.False(Directory.Exists(outDir + ".partial"));
+    }
+}
