@@ -179,6 +179,64 @@ public abstract class ReferenceModelTests(BackendKind backend) : BackendTest(bac
         }
     }
 
+    /// <summary>
+    /// A decode step (fused norms, RoPE in q|k|v, residual adds in o/down) against the prefill path at the same position,
+    /// with every linear dense and with some replaced by layers the model does not know (their steps unfused: the
+    /// residual add moves back into the next RMSNorm), in both kernel styles.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void DecodeStep_MatchesPrefillLogits_DenseAndMixed(bool grouped)
+    {
+        var mv = Device.Get<Qtip.Kernels.Llama.MatVec>();
+        var norm = Device.Get<Qtip.Kernels.Llama.RmsNorm>();
+        var att = Device.Get<Qtip.Kernels.Llama.Attention>();
+        var old = (mv.Style, norm.Style, att.Style);
+        if (grouped)
+            mv.Style = norm.Style = att.Style = Qtip.Kernels.Llama.KernelStyle.Grouped;
+        try
+        {
+            using var ckpt = LlamaCheckpoint.Open(Fixtures.Nano);
+            using var m = LlamaModel.Load(Device, ckpt, new ModelOptions { MaxContext = 16 });
+            int[] ids = [1, 339, 340, 1230, 2877, 4000];
+            int layers = ckpt.Config.NumHiddenLayers;
+            Assert.Equal(1 + (5 * layers) + 2, m.DecodeLaunchesPerToken);
+            CheckDecodeAgainstPrefill(m, ids);
+
+            // Same weights, wrapped: layer 0's down and v, layer 1's o and up, and the output head run unfused.
+            foreach (var (layer, kind) in new[] { (0, LinearKind.Down), (0, LinearKind.V), (1, LinearKind.O), (1, LinearKind.Up), (0, LinearKind.LmHead) })
+                m.SetLinear(layer, kind, new CountingLinear(m.GetLinear(layer, kind)), disposeOld: false);
+            Assert.True(m.DecodeLaunchesPerToken > 1 + (5 * layers) + 2);
+            CheckDecodeAgainstPrefill(m, ids);
+            Assert.True(((CountingLinear)m.GetLinear(1, LinearKind.O)).Calls > 0);
+        }
+        finally
+        {
+            (mv.Style, norm.Style, att.Style) = old;
+        }
+    }
+
+    private static void CheckDecodeAgainstPrefill(LlamaModel m, int[] ids)
+    {
+        int n = ids.Length;
+        m.Prefill(ids);
+        var want = m.ReadLogits(n - 1);
+        // The cache of positions 0..n−2 from one prefill (grouped reductions on the CPU simulator may sum in another
+        // order from run to run); then position n−1 as a prefill of one token and as a decode step, which must agree exactly.
+        m.Prefill(ids.AsSpan(0, n - 1), 0, LogitsMode.None);
+        m.Prefill(ids.AsSpan(n - 1, 1), n - 1, LogitsMode.Last);
+        var viaPrefillOfOne = m.ReadLogits(0);
+        ((ArrayView<int>)m.Tokens).SubView(0, 1).CopyFromCPU([ids[n - 1]]);
+        m.DecodeStep(n - 1);
+        var got = m.ReadLogits(0);
+        for (int i = 0; i < want.Length; i++)
+        {
+            Assert.True(Math.Abs(got[i] - want[i]) < LogitTolerance, $"decode logit {i}: {got[i]} vs prefill {want[i]}");
+            Assert.Equal(got[i], viaPrefillOfOne[i]);
+        }
+    }
+
     [Fact]
     public void ThroughLayer_StopsEarlyAndReportsNextInput()
     {
@@ -226,6 +284,7 @@ public abstract class ReferenceModelTests(BackendKind backend) : BackendTest(bac
         Assert.Throws<ArgumentException>(() => m.SetLinear(0, LinearKind.K, DenseLinear.FromHost(Device, new float[4], 2, 2, WeightPrecision.Float32)));
     }
 
+    /// <summary>A linear the model does not know (not a <see cref="DenseLinear"/>), counting its calls.</summary>
     private sealed class CountingLinear(ILinearLayer inner) : ILinearLayer
     {
         public int Calls { get; private set; }

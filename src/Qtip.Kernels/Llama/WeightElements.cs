@@ -30,6 +30,9 @@ public interface IWeightElement<T> where T : unmanaged
 
     /// <summary>Σ_{j&lt;8} w[index + j] · x[xIndex + j]; both indices multiples of 8, views 16-byte aligned.</summary>
     float Dot8(ArrayView<T> w, long index, ArrayView<float> x, long xIndex);
+
+    /// <summary>Σ_{j&lt;8} w[index + j] · (lo, hi)[j] with the eight x values already in registers; index a multiple of 8.</summary>
+    float Dot8(ArrayView<T> w, long index, Float4 lo, Float4 hi);
 }
 
 /// <summary>fp16 weights: one 16-byte load per 8 weights.</summary>
@@ -45,6 +48,13 @@ public readonly struct F16 : IWeightElement<Half>
         var x1 = xv[(xIndex >> 2) + 1];
         return (Lo(h.A) * x0.X) + (Hi(h.A) * x0.Y) + (Lo(h.B) * x0.Z) + (Hi(h.B) * x0.W)
             + (Lo(h.C) * x1.X) + (Hi(h.C) * x1.Y) + (Lo(h.D) * x1.Z) + (Hi(h.D) * x1.W);
+    }
+
+    public float Dot8(ArrayView<Half> w, long index, Float4 lo, Float4 hi)
+    {
+        var h = w.AsAligned16().Cast<Half8>()[index >> 3];
+        return (Lo(h.A) * lo.X) + (Hi(h.A) * lo.Y) + (Lo(h.B) * lo.Z) + (Hi(h.B) * lo.W)
+            + (Lo(h.C) * hi.X) + (Hi(h.C) * hi.Y) + (Lo(h.D) * hi.Z) + (Hi(h.D) * hi.W);
     }
 
     private static float Lo(uint bits) => Interop.IntAsFloat((ushort)(bits & 0xFFFF));
@@ -67,6 +77,15 @@ public readonly struct F32 : IWeightElement<float>
         var x1 = xv[(xIndex >> 2) + 1];
         return (w0.X * x0.X) + (w0.Y * x0.Y) + (w0.Z * x0.Z) + (w0.W * x0.W)
             + (w1.X * x1.X) + (w1.Y * x1.Y) + (w1.Z * x1.Z) + (w1.W * x1.W);
+    }
+
+    public float Dot8(ArrayView<float> w, long index, Float4 lo, Float4 hi)
+    {
+        var wv = w.AsAligned16().Cast<Float4>();
+        var w0 = wv[index >> 2];
+        var w1 = wv[(index >> 2) + 1];
+        return (w0.X * lo.X) + (w0.Y * lo.Y) + (w0.Z * lo.Z) + (w0.W * lo.W)
+            + (w1.X * hi.X) + (w1.Y * hi.Y) + (w1.Z * hi.Z) + (w1.W * hi.W);
     }
 }
 
@@ -99,6 +118,10 @@ internal static class Check
     }
 
     public static int GroupSize(Runtime.QtipDevice device, int cap = 256) => Math.Min(device.MaxGroupSize, cap);
+
+    /// <summary>True if the view starts on a 16-byte boundary of its buffer (buffers themselves are allocated aligned).</summary>
+    public static bool Aligned16<T>(ArrayView<T> view) where T : unmanaged =>
+        ((IContiguousArrayView)view).Index * System.Runtime.CompilerServices.Unsafe.SizeOf<T>() % 16 == 0;
 
     /// <summary>The default style of a device: serial on the CPU simulator, grouped elsewhere.</summary>
     public static KernelStyle DefaultStyle(Runtime.QtipDevice device) => device.Kind == Runtime.BackendKind.Cpu ? KernelStyle.Serial : KernelStyle.Grouped;

@@ -22,8 +22,9 @@ public sealed partial class LlamaModel
 {
     /// <summary>
     /// Times every op kind of a decode step at <paramref name="position"/> alone (layer 0's weights and buffers), for
-    /// the "where does the time go" table of <c>qtip bench decode</c>. Requires dense linears. Leaves the KV cache
-    /// of layer 0 at <paramref name="position"/> overwritten.
+    /// the "where does the time go" table of <c>qtip bench decode</c>. The ops are those of the decode plan of layer 0
+    /// (fused where its linears are dense), counted as if every layer ran like it. Leaves the KV cache of layer 0 at
+    /// <paramref name="position"/> overwritten.
     /// </summary>
     public IReadOnlyList<DecodeOpTime> ProfileDecodeOps(int position, int iterations = 50)
     {
@@ -34,10 +35,14 @@ public sealed partial class LlamaModel
         int dim = c.HiddenSize, qDim = c.QDim, kvDim = c.KvDim, hidden = c.IntermediateSize, layerCount = layers.Length;
         float eps = (float)c.RmsNormEps;
         var w = layers[0];
-        ArrayView<float> xv = x.View, xbv = xb.View, xb2v = xb2.View, hbv = hb.View;
+        var plan = Plan();
+        var lp = plan.Layers[0];
+        var mv = device.Get<MatVec>();
+        ArrayView<float> xv = x.View.SubView(0, dim), xbv = xb.View, xb2v = xb2.View.SubView(0, dim), hbv = hb.View.SubView(0, hidden);
         var q = qkv.View.SubView(0, qDim);
         var k = qkv.View.SubView(qDim, kvDim);
         var v = qkv.View.SubView(qDim + kvDim, kvDim);
+        ArrayView<float> kc = keyCache[0].View, vc = valueCache[0].View;
         x.MemSetToZero();
         xb.MemSetToZero();
         xb2.MemSetToZero();
@@ -46,18 +51,29 @@ public sealed partial class LlamaModel
         device.Synchronize();
         long Bytes(ILinearLayer l) => l is DenseLinear d ? d.WeightBytes : 0;
         double Time(Action op) => DeviceTimer.MedianSeconds(device, op, iterations) * 1e6;
+        var ops = new List<DecodeOpTime>();
+        void Add(string name, int launches, Action op, long bytes) => ops.Add(new DecodeOpTime(name, launches, Time(op), bytes));
+        void Norm(ArrayView<float> weight) => device.Get<RmsNorm>().Apply(xv, xb2v, weight, xbv, 1, dim, eps, s);
 
-        var ops = new List<DecodeOpTime>
+        Add("embedding", 1, () => Embed(xv, 1), 0);
+        string qkvShape = $"{qDim + (2 * kvDim)}×{dim}";
+        long qkvBytes = Bytes(w.Q) + Bytes(w.K) + Bytes(w.V);
+        if (lp.NormQkvRope)
         {
-            new("embedding", 1, Time(() =>
+            var (wq, wk, wvw) = ((DenseLinear)w.Q, (DenseLinear)w.K, (DenseLinear)w.V);
+            var inputNorm = new InputNorm(w.InputNorm.View, eps);
+            Add($"rmsnorm+q|k|v+rope {qkvShape}", layerCount, () =>
             {
-                if (embedHalf is not null)
-                    device.Get<Embedding>().Apply(embedHalf.View, c.VocabSize, dim, tokens.View, xv, 1, s);
+                if (wq.Precision == WeightPrecision.Float16)
+                    mv.QkvRope(wq.HalfWeights, wk.HalfWeights, wvw.HalfWeights, xv, inputNorm, q, kc, vc, ropeCos.View, ropeSin.View, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, dim, s);
                 else
-                    device.Get<Embedding>().Apply(embedFloat!.View, c.VocabSize, dim, tokens.View, xv, 1, s);
-            }), 0),
-            new($"rmsnorm+residual {dim}", (2 * layerCount) + 1, Time(() => device.Get<RmsNorm>().Apply(xv, xb2v, w.InputNorm.View, xbv, 1, dim, eps, s)), 0),
-            new($"q|k|v {qDim + (2 * kvDim)}×{dim}", layerCount, Time(() =>
+                    mv.QkvRope(wq.FloatWeights, wk.FloatWeights, wvw.FloatWeights, xv, inputNorm, q, kc, vc, ropeCos.View, ropeSin.View, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, dim, s);
+            }, qkvBytes);
+        }
+        else
+        {
+            Add($"rmsnorm+residual {dim}", layerCount, () => Norm(w.InputNorm.View), 0);
+            Add($"q|k|v {qkvShape}", layerCount, () =>
             {
                 if (!TryFusedQkv(w, 1, xbv))
                 {
@@ -65,43 +81,63 @@ public sealed partial class LlamaModel
                     w.K.Forward(xbv, k, 1, s);
                     w.V.Forward(xbv, v, 1, s);
                 }
-            }), Bytes(w.Q) + Bytes(w.K) + Bytes(w.V)),
-            new("rope + kv cache", layerCount, Time(() => device.Get<Rope>().Apply(q, qDim, k, kvDim, v, kvDim, keyCache[0].View, valueCache[0].View,
-                ropeCos.View, ropeSin.View, 1, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s)), 0),
-            new($"attention @{position + 1} positions", layerCount, Time(() => device.Get<Attention>().Apply(q, qDim, keyCache[0].View, valueCache[0].View, xbv, 1, position,
-                c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s)), 2L * (position + 1) * kvDim * sizeof(float)),
-            new($"o {dim}×{qDim}", layerCount, Time(() => w.O.Forward(xbv, xb2v, 1, s)), Bytes(w.O)),
-            new($"gate|up+swiglu 2×{hidden}×{dim}", layerCount, Time(() =>
+            }, qkvBytes);
+            Add("rope + kv cache", layerCount, () => device.Get<Rope>().Apply(q, qDim, k, kvDim, v, kvDim, kc, vc,
+                ropeCos.View, ropeSin.View, 1, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s), 0);
+        }
+        Add($"attention @{position + 1} positions", layerCount, () => device.Get<Attention>().Apply(q, qDim, kc, vc, xbv, 1, position,
+            c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s), 2L * (position + 1) * kvDim * sizeof(float));
+        Add(lp.OAdds ? $"o+residual {dim}×{qDim}" : $"o {dim}×{qDim}", layerCount, () => AddInto(w.O, xbv, xv, xb2v), Bytes(w.O));
+        string mlpShape = $"2×{hidden}×{dim}";
+        if (lp.NormGateUp)
+        {
+            var (g, u) = ((DenseLinear)w.Gate, (DenseLinear)w.Up);
+            var postNorm = new InputNorm(w.PostNorm.View, eps);
+            Add($"rmsnorm+gate|up+swiglu {mlpShape}", layerCount, () =>
+            {
+                if (g.Precision == WeightPrecision.Float16)
+                    mv.SwiGluNormed(g.HalfWeights, u.HalfWeights, hidden, xv, postNorm, hbv, dim, s);
+                else
+                    mv.SwiGluNormed(g.FloatWeights, u.FloatWeights, hidden, xv, postNorm, hbv, dim, s);
+            }, Bytes(w.Gate) + Bytes(w.Up));
+        }
+        else
+        {
+            Add($"rmsnorm+residual {dim}", layerCount, () => Norm(w.PostNorm.View), 0);
+            Add($"gate|up+swiglu {mlpShape}", layerCount, () =>
             {
                 if (!TryFusedGateUp(w, 1, xbv, hbv))
                 {
                     w.Gate.Forward(xbv, hbv, 1, s);
-                    w.Up.Forward(xbv, hb2.View, 1, s);
-                    device.Get<SwiGlu>().Apply(hbv, hb2.View, hbv, hidden, s);
+                    w.Up.Forward(xbv, hb2.View.SubView(0, hidden), 1, s);
+                    device.Get<SwiGlu>().Apply(hbv, hb2.View.SubView(0, hidden), hbv, hidden, s);
                 }
-            }), Bytes(w.Gate) + Bytes(w.Up)),
-            new($"down {dim}×{hidden}", layerCount, Time(() => w.Down.Forward(hbv, xb2v, 1, s)), Bytes(w.Down)),
-            new($"lm_head {c.VocabSize}×{dim}", 1, Time(() => lmHead.Forward(xbv, logits.View, 1, s)), Bytes(lmHead)),
-            new($"argmax {c.VocabSize}", 1, Time(() => device.Get<Argmax>().Apply(logits.View, c.VocabSize, targets.View, 0, s)), 0),
-        };
+            }, Bytes(w.Gate) + Bytes(w.Up));
+        }
+        Add(lp.DownAdds ? $"down+residual {dim}×{hidden}" : $"down {dim}×{hidden}", layerCount, () => AddInto(w.Down, hbv, xv, xb2v), Bytes(w.Down));
+        if (plan.NormHead)
+        {
+            var head = (DenseLinear)lmHead;
+            var finalNormInput = new InputNorm(finalNorm.View, eps);
+            Add($"rmsnorm+lm_head {c.VocabSize}×{dim}", 1, () =>
+            {
+                if (head.Precision == WeightPrecision.Float16)
+                    mv.ApplyNormed(head.HalfWeights, c.VocabSize, xv, finalNormInput, logits.View, dim, s);
+                else
+                    mv.ApplyNormed(head.FloatWeights, c.VocabSize, xv, finalNormInput, logits.View, dim, s);
+            }, Bytes(lmHead));
+        }
+        else
+        {
+            Add($"rmsnorm+residual {dim}", 1, () => Norm(finalNorm.View), 0);
+            Add($"lm_head {c.VocabSize}×{dim}", 1, () => lmHead.Forward(xbv.SubView(0, dim), logits.View, 1, s), Bytes(lmHead));
+        }
+        Add($"argmax {c.VocabSize}", 1, () => device.Get<Argmax>().Apply(logits.View, c.VocabSize, targets.View, 0, s), 0);
         return ops;
     }
 
-    /// <summary>Kernel launches of one decode step with dense linears (fused q|k|v and gate|up) and greedy selection.</summary>
-    public int DecodeLaunchesPerToken
-    {
-        get
-        {
-            int perLayer = 0;
-            foreach (var w in layers)
-            {
-                bool qkvFused = w.Q is DenseLinear q && w.K is DenseLinear k && w.V is DenseLinear v && q.CanFuseWith(k) && q.CanFuseWith(v);
-                bool mlpFused = w.Gate is DenseLinear g && w.Up is DenseLinear u && g.CanFuseWith(u);
-                perLayer += 2 /* norms */ + (qkvFused ? 1 : 3) + 1 /* rope */ + 1 /* attention */ + 1 /* o */ + (mlpFused ? 1 : 3) + 1 /* down */;
-            }
-            return 1 /* embedding */ + perLayer + 1 /* final norm */ + 1 /* lm_head */ + 1 /* argmax */;
-        }
-    }
+    /// <summary>Kernel launches of one decode step with greedy selection, as <see cref="Decode"/> runs it (a linear that is not dense counted as one launch).</summary>
+    public int DecodeLaunchesPerToken => Plan().Launches;
 
     /// <summary>A config of the given shape for synthetic models (Llama 2 defaults: θ = 10⁴, ε = 10⁻⁵).</summary>
     public static LlamaConfig SyntheticConfig(int layers, int hidden, int intermediate, int heads, int kvHeads, int vocab, bool tied = false) => new()

@@ -11,8 +11,10 @@ namespace Qtip.Model.Llama;
 /// A Llama decoder on the device, built from the ops in Qtip.Kernels.Llama. The forward pass
 /// (<see cref="Forward"/>) reads top to bottom like the paper's Llama and llama2.c's <c>forward</c>. Every activation
 /// buffer and the KV cache are allocated once, for <see cref="MaxPrefillRows"/> rows and <see cref="MaxContext"/>
-/// positions. Linears are <see cref="ILinearLayer"/>s and can be replaced one by one (<see cref="SetLinear"/>);
-/// when q/k/v (or gate/up) are dense layers of one precision, a decode step runs each group as one fused launch.
+/// positions. Linears are <see cref="ILinearLayer"/>s and can be replaced one by one (<see cref="SetLinear"/>).
+/// A single token without activation taps (a decode step) runs <see cref="Decode"/>, which fuses what one row allows
+/// where the linears are dense: the RMSNorms into the products that read them, RoPE and the KV-cache write into q|k|v,
+/// the residual adds into o_proj and down_proj (5 launches per layer instead of 8).
 /// </summary>
 public sealed partial class LlamaModel : IDisposable
 {
@@ -42,6 +44,7 @@ public sealed partial class LlamaModel : IDisposable
     private readonly MemoryBuffer1D<float, Stride1D.Dense> ropeCos; // (MaxContext, headDim/2)
     private readonly MemoryBuffer1D<float, Stride1D.Dense> ropeSin; // (MaxContext, headDim/2)
     private readonly int[] hostToken = new int[1];
+    private DecodePlan? decodePlan; // how a decode step runs each layer; rebuilt after SetLinear
 
     private LlamaModel(QtipDevice device, LlamaConfig config, ModelOptions options, LlamaCheckpoint? checkpoint,
         MemoryBuffer1D<ILGPU.Half, Stride1D.Dense>? embedHalf, MemoryBuffer1D<float, Stride1D.Dense>? embedFloat,
@@ -261,6 +264,7 @@ public sealed partial class LlamaModel : IDisposable
             lmHead = replacement;
         else
             LayerAt(layer).Linears[(int)kind] = replacement;
+        decodePlan = null;
         if (disposeOld && !ReferenceEquals(old, replacement))
             old.Dispose();
     }
@@ -306,7 +310,10 @@ public sealed partial class LlamaModel : IDisposable
             throw new ArgumentOutOfRangeException(nameof(throughLayer), throughLayer, $"the model has {layers.Length} layers");
         Embedding.CheckIds(ids, Config.VocabSize);
         ((ArrayView<int>)tokens.View).SubView(0, ids.Length).CopyFromCPU(ids);
-        Forward(ids.Length, pos0, throughLayer >= 0 ? LogitsMode.None : mode, throughLayer, Observer);
+        if (ids.Length == 1 && throughLayer < 0 && Observer is null)
+            Decode(pos0, mode);
+        else
+            Forward(ids.Length, pos0, throughLayer >= 0 ? LogitsMode.None : mode, throughLayer, Observer);
     }
 
     /// <summary>One decode step: the id in <see cref="Tokens"/>[0] at <paramref name="position"/>; logits in row 0.</summary>
@@ -314,7 +321,7 @@ public sealed partial class LlamaModel : IDisposable
     {
         if (position < 0 || position >= MaxContext)
             throw new ArgumentOutOfRangeException(nameof(position), position, $"position outside the KV cache of {MaxContext}");
-        Forward(1, position, LogitsMode.Last, -1, null);
+        Decode(position, LogitsMode.Last);
     }
 
     /// <summary>
@@ -337,10 +344,7 @@ public sealed partial class LlamaModel : IDisposable
         var v = qkv.View.SubView((long)rows * (qDim + kvDim), (long)rows * kvDim);     // (rows, kvDim)
 
         // x (rows, dim) = embed_tokens[tokens]
-        if (embedHalf is not null)
-            device.Get<Embedding>().Apply(embedHalf.View, c.VocabSize, dim, tokens.View, xv, rows, s);
-        else
-            device.Get<Embedding>().Apply(embedFloat!.View, c.VocabSize, dim, tokens.View, xv, rows, s);
+        Embed(xv, rows);
         observer?.OnHiddenState(-1, xv, rows, dim, s);
 
         bool residualPending = false; // xb2 holds the last layer's MLP output, not yet added to x
@@ -420,6 +424,179 @@ public sealed partial class LlamaModel : IDisposable
                 lmHead.Forward(xbv.SubView((long)(rows - 1) * dim, dim), logits.View, 1, s);
                 break;
         }
+    }
+
+    /// <summary>
+    /// The forward pass for one token at <paramref name="position"/> (a decode step): the same arithmetic as
+    /// <see cref="Forward"/>, with the fusions one row allows where <see cref="Plan"/> finds dense linears. The RMSNorm
+    /// before q|k|v, gate|up and the output head runs inside those products (each row computes Σx² of the x it reads);
+    /// RoPE and the KV-cache write run inside q|k|v; o_proj and down_proj add their output into x. Where a linear is
+    /// not dense (a quantized layer), that step runs as in <see cref="Forward"/>: its output goes to xb2 and the next
+    /// RMSNorm kernel adds it into x. No activation taps.
+    /// </summary>
+    private void Decode(int position, LogitsMode mode)
+    {
+        var c = Config;
+        var s = Stream;
+        int dim = c.HiddenSize, qDim = c.QDim, kvDim = c.KvDim, hidden = c.IntermediateSize;
+        float eps = (float)c.RmsNormEps;
+        var norm = device.Get<RmsNorm>();
+        var mv = device.Get<MatVec>();
+        var plan = Plan();
+        ArrayView<float> xv = x.View.SubView(0, dim), xbv = xb.View.SubView(0, Math.Max(dim, qDim)), xb2v = xb2.View.SubView(0, dim);
+        ArrayView<float> hbv = hb.View.SubView(0, hidden);
+        var q = qkv.View.SubView(0, qDim);
+        var k = qkv.View.SubView(qDim, kvDim);
+        var v = qkv.View.SubView(qDim + kvDim, kvDim);
+
+        // x (dim) = embed_tokens[token]
+        Embed(xv, 1);
+
+        bool pending = false; // xb2 holds the output of a linear that is not dense, not yet added into x
+        for (int l = 0; l < layers.Length; l++)
+        {
+            var w = layers[l];
+            var lp = plan.Layers[l];
+            ArrayView<float> kc = keyCache[l].View, vc = valueCache[l].View;
+
+            // ---- attention block
+            // q = RoPE(x̂·Wqᵀ), cache[position] = (RoPE(x̂·Wkᵀ), x̂·Wvᵀ) with x̂ = rmsnorm(x) ⊙ input_layernorm
+            if (lp.NormQkvRope)
+            {
+                var (wq, wk, wvw) = ((DenseLinear)w.Q, (DenseLinear)w.K, (DenseLinear)w.V);
+                var inputNorm = new InputNorm(w.InputNorm.View, eps);
+                if (wq.Precision == WeightPrecision.Float16)
+                    mv.QkvRope(wq.HalfWeights, wk.HalfWeights, wvw.HalfWeights, xv, inputNorm, q, kc, vc, ropeCos.View, ropeSin.View, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, dim, s);
+                else
+                    mv.QkvRope(wq.FloatWeights, wk.FloatWeights, wvw.FloatWeights, xv, inputNorm, q, kc, vc, ropeCos.View, ropeSin.View, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, dim, s);
+            }
+            else
+            {
+                norm.Apply(xv, pending ? xb2v : null, w.InputNorm.View, xbv, 1, dim, eps, s);
+                if (!TryFusedQkv(w, 1, xbv))
+                {
+                    w.Q.Forward(xbv, q, 1, s);
+                    w.K.Forward(xbv, k, 1, s);
+                    w.V.Forward(xbv, v, 1, s);
+                }
+                device.Get<Rope>().Apply(q, qDim, k, kvDim, v, kvDim, kc, vc, ropeCos.View, ropeSin.View, 1, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s);
+            }
+
+            // xb (qDim) = softmax(q·Kᵀ/√d) · V over positions 0..position
+            device.Get<Attention>().Apply(q, qDim, kc, vc, xbv, 1, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s);
+
+            // x += xb·Woᵀ
+            pending = !AddInto(w.O, xbv, xv, xb2v);
+
+            // ---- MLP block
+            // hb (hidden) = silu(x̂·Wgateᵀ) ⊙ (x̂·Wupᵀ) with x̂ = rmsnorm(x) ⊙ post_attention_layernorm
+            if (lp.NormGateUp)
+            {
+                var (g, u) = ((DenseLinear)w.Gate, (DenseLinear)w.Up);
+                var postNorm = new InputNorm(w.PostNorm.View, eps);
+                if (g.Precision == WeightPrecision.Float16)
+                    mv.SwiGluNormed(g.HalfWeights, u.HalfWeights, hidden, xv, postNorm, hbv, dim, s);
+                else
+                    mv.SwiGluNormed(g.FloatWeights, u.FloatWeights, hidden, xv, postNorm, hbv, dim, s);
+            }
+            else
+            {
+                norm.Apply(xv, pending ? xb2v : null, w.PostNorm.View, xbv, 1, dim, eps, s);
+                if (!TryFusedGateUp(w, 1, xbv, hbv))
+                {
+                    var hb2v = hb2.View.SubView(0, hidden);
+                    w.Gate.Forward(xbv, hbv, 1, s);
+                    w.Up.Forward(xbv, hb2v, 1, s);
+                    device.Get<SwiGlu>().Apply(hbv, hb2v, hbv, hidden, s);
+                }
+            }
+
+            // x += hb·Wdownᵀ
+            pending = !AddInto(w.Down, hbv, xv, xb2v);
+        }
+
+        // logits (vocab) = x̂·W_headᵀ with x̂ = rmsnorm(x) ⊙ norm
+        if (plan.NormHead && mode != LogitsMode.None)
+        {
+            var head = (DenseLinear)lmHead;
+            var finalNormInput = new InputNorm(finalNorm.View, eps);
+            if (head.Precision == WeightPrecision.Float16)
+                mv.ApplyNormed(head.HalfWeights, c.VocabSize, xv, finalNormInput, logits.View, dim, s);
+            else
+                mv.ApplyNormed(head.FloatWeights, c.VocabSize, xv, finalNormInput, logits.View, dim, s);
+        }
+        else if (!plan.NormHead)
+        {
+            norm.Apply(xv, pending ? xb2v : null, finalNorm.View, xbv, 1, dim, eps, s);
+            if (mode != LogitsMode.None)
+                lmHead.Forward(xbv.SubView(0, dim), logits.View, 1, s);
+        }
+    }
+
+    /// <summary>x (dim) += input · Wᵀ in one launch when the linear is dense (true); otherwise xb2 = input · Wᵀ, to be added by the next RMSNorm (false).</summary>
+    private bool AddInto(ILinearLayer linear, ArrayView<float> input, ArrayView<float> xv, ArrayView<float> xb2v)
+    {
+        if (linear is not DenseLinear d)
+        {
+            linear.Forward(input, xb2v, 1, Stream);
+            return false;
+        }
+        var mv = device.Get<MatVec>();
+        if (d.Precision == WeightPrecision.Float16)
+            mv.AddTo(d.HalfWeights, d.OutFeatures, input.SubView(0, d.InFeatures), xv, d.InFeatures, Stream);
+        else
+            mv.AddTo(d.FloatWeights, d.OutFeatures, input.SubView(0, d.InFeatures), xv, d.InFeatures, Stream);
+        return true;
+    }
+
+    private void Embed(ArrayView<float> xv, int rows)
+    {
+        if (embedHalf is not null)
+            device.Get<Embedding>().Apply(embedHalf.View, Config.VocabSize, Config.HiddenSize, tokens.View, xv, rows, Stream);
+        else
+            device.Get<Embedding>().Apply(embedFloat!.View, Config.VocabSize, Config.HiddenSize, tokens.View, xv, rows, Stream);
+    }
+
+    /// <summary>How a decode step runs one decoder layer: which fusions its linears allow.</summary>
+    /// <param name="NormQkvRope">q, k, v dense and fusable, and x complete (the previous down_proj added itself): input norm, q|k|v, RoPE and cache write in one launch.</param>
+    /// <param name="FusedQkv">Otherwise: q|k|v as one launch (dense, fusable) after an RMSNorm launch, then the RoPE launch.</param>
+    /// <param name="OAdds">o_proj dense: it adds its output into x.</param>
+    /// <param name="NormGateUp">gate, up dense and fusable, and o_proj added itself: post-attention norm, gate|up and SwiGLU in one launch.</param>
+    /// <param name="FusedGateUp">Otherwise: gate|up+SwiGLU as one launch (dense, fusable) after an RMSNorm launch.</param>
+    /// <param name="DownAdds">down_proj dense: it adds its output into x.</param>
+    internal readonly record struct LayerDecode(bool NormQkvRope, bool FusedQkv, bool OAdds, bool NormGateUp, bool FusedGateUp, bool DownAdds)
+    {
+        /// <summary>Launches of this layer in a decode step (a linear that is not dense counted as one).</summary>
+        public int Launches =>
+            (NormQkvRope ? 1 : 1 + (FusedQkv ? 1 : 3) + 1) + 1 /* attention */ + 1 /* o */ + (NormGateUp ? 1 : 1 + (FusedGateUp ? 1 : 3)) + 1 /* down */;
+    }
+
+    /// <summary>A decode step's plan: one entry per layer, and whether the final norm runs inside the output head.</summary>
+    internal sealed record DecodePlan(LayerDecode[] Layers, bool NormHead)
+    {
+        /// <summary>Launches of a decode step with greedy selection: embedding, the layers, the head (+ its norm), argmax.</summary>
+        public int Launches => 1 + Layers.Sum(l => l.Launches) + (NormHead ? 1 : 2) + 1;
+    }
+
+    /// <summary>The decode plan of the current linears (cached; <see cref="SetLinear"/> resets it).</summary>
+    internal DecodePlan Plan()
+    {
+        if (decodePlan is { } cached)
+            return cached;
+        var result = new LayerDecode[layers.Length];
+        bool complete = true; // x holds the whole residual stream when the layer starts (the last down_proj added itself)
+        for (int l = 0; l < layers.Length; l++)
+        {
+            var w = layers[l];
+            bool qkvFusable = w.Q is DenseLinear q && w.K is DenseLinear k && w.V is DenseLinear v && q.CanFuseWith(k) && q.CanFuseWith(v);
+            bool mlpFusable = w.Gate is DenseLinear g && w.Up is DenseLinear u && g.CanFuseWith(u) && g.OutFeatures == u.OutFeatures;
+            bool oAdds = w.O is DenseLinear;
+            bool downAdds = w.Down is DenseLinear;
+            result[l] = new LayerDecode(complete && qkvFusable, qkvFusable, oAdds, oAdds && mlpFusable, mlpFusable, downAdds);
+            complete = downAdds;
+        }
+        decodePlan = new DecodePlan(result, complete && lmHead is DenseLinear);
+        return decodePlan;
     }
 
     private bool TryFusedQkv(LayerWeights w, int rows, ArrayView<float> input)

@@ -105,7 +105,43 @@ public abstract class AttentionTests(BackendKind backend, KernelStyle style = Ke
     [InlineData(3, 2, 4, 2, 8)] // prefill rows continuing a cache
     [InlineData(1, 6, 4, 1, 16)] // one decode row, multi-query
     [InlineData(5, 0, 2, 2, 32)] // a window from position 0
-    public void MatchesLoops(int rows, int pos0, int heads, int kvHeads, int hd)
+    public void MatchesLoops(int rows, int pos0, int heads, int kvHeads, int hd) => CheckAgainstLoops(rows, pos0, heads, kvHeads, hd);
+
+    /// <summary>
+    /// One decode row over many positions: the grouped style splits them into chunks (several per group when the split
+    /// limit is low, several groups per head merged by the last one when it is high); headDim 12 has three quads (idle
+    /// threads, clamped loads), 6 is not a multiple of 4 (the general kernel). The expected split counts are those of
+    /// the default CPU simulator shape (warp 4, groups of 16); other shapes check the values only.
+    /// </summary>
+    [Theory]
+    [InlineData(4, 2, 16, 40, 0, 0)]
+    [InlineData(4, 2, 16, 40, 1, 1)]
+    [InlineData(4, 2, 16, 40, 2, 2)]
+    [InlineData(4, 4, 32, 70, 64, 9)]
+    [InlineData(2, 1, 12, 33, 3, 3)]
+    [InlineData(2, 2, 8, 5, 4, 1)]
+    [InlineData(2, 1, 6, 17, 4, 1)]
+    [InlineData(2, 1, 128, 50, 2, 0)]
+    public void Decode_SplitsOverPositions(int heads, int kvHeads, int hd, int positions, int splitLimit, int expectedSplits)
+    {
+        var op = AttentionOp;
+        int old = op.DecodeSplitLimit;
+        op.DecodeSplitLimit = splitLimit;
+        try
+        {
+            CheckAgainstLoops(1, positions - 1, heads, kvHeads, hd);
+            // Twice: the per-head counters must be back at zero after a launch.
+            CheckAgainstLoops(1, positions - 1, heads, kvHeads, hd);
+            if (style == KernelStyle.Grouped && expectedSplits > 0 && Device.WarpSize == 4 && Device.MaxGroupSize == 16)
+                Assert.Equal(expectedSplits, op.LastDecodeSplits);
+        }
+        finally
+        {
+            op.DecodeSplitLimit = old;
+        }
+    }
+
+    private void CheckAgainstLoops(int rows, int pos0, int heads, int kvHeads, int hd)
     {
         int qDim = heads * hd, kvDim = kvHeads * hd, positions = pos0 + rows;
         var q = Rng.Gaussian(rows * qDim, seed: 11);

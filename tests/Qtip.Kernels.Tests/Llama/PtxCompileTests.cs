@@ -32,6 +32,11 @@ public sealed class PtxCompileTests
                 {
                     1 => new[] { method.MakeGenericMethod(typeof(DynamicSharedFloats)), method.MakeGenericMethod(typeof(StaticSharedFloats)) },
                     2 => [method.MakeGenericMethod(typeof(ILGPU.Half), typeof(F16)), method.MakeGenericMethod(typeof(float), typeof(F32))],
+                    _ when method.GetGenericArguments()[2].GetGenericParameterConstraints().Contains(typeof(IMatVecInput)) =>
+                    [
+                        method.MakeGenericMethod(typeof(ILGPU.Half), typeof(F16), typeof(PlainInput)), method.MakeGenericMethod(typeof(ILGPU.Half), typeof(F16), typeof(NormedInput)),
+                        method.MakeGenericMethod(typeof(float), typeof(F32), typeof(PlainInput)), method.MakeGenericMethod(typeof(float), typeof(F32), typeof(NormedInput)),
+                    ],
                     _ => [method.MakeGenericMethod(typeof(ILGPU.Half), typeof(F16), typeof(DynamicSharedFloats)), method.MakeGenericMethod(typeof(float), typeof(F32), typeof(StaticSharedFloats))],
                 };
                 foreach (var m in variants)
@@ -53,13 +58,49 @@ public sealed class PtxCompileTests
         Assert.All(Ptx.Value, kv => Assert.Contains(".entry", kv.Value, StringComparison.Ordinal));
     }
 
-    [Fact]
-    public void MatVecF16_Uses16ByteLoadsAndNativeConversion()
+    [Theory]
+    [InlineData("MatVec.MatVecKernel<Half,F16,PlainInput>")]
+    [InlineData("MatVec.MatVecKernel<Half,F16,NormedInput>")]
+    public void MatVecF16_Uses16ByteLoadsAndNativeConversion(string kernel)
     {
-        var ptx = Ptx.Value["MatVec.MatVecKernel<Half,F16>"];
+        var ptx = Ptx.Value[kernel];
         Assert.Contains("ld.global.v4.b32", ptx, StringComparison.Ordinal);
         Assert.Contains("ld.global.v4.f32", ptx, StringComparison.Ordinal);
         Assert.Contains("cvt.f32.f16", ptx, StringComparison.Ordinal);
         Assert.Contains("shfl", ptx, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// The unrolled steps of the decode product: the one-row loop issues four 16-byte fp16 weight loads in one basic
+    /// block (no branch between them, the tail masked by selects), so the PTX compiler can keep them in flight together.
+    /// </summary>
+    [Fact]
+    public void MatVecF16_IssuesFourWeightLoadsPerStep()
+    {
+        var ptx = Ptx.Value["MatVec.MatVecKernel<Half,F16,PlainInput>"];
+        var blocks = ptx.Split('\n').Aggregate(new List<List<string>> { new() }, (list, line) =>
+        {
+            if (line.TrimStart().StartsWith("L_", StringComparison.Ordinal) || line.Contains("bra", StringComparison.Ordinal))
+                list.Add([]);
+            list[^1].Add(line);
+            return list;
+        });
+        Assert.Contains(blocks, b => b.Count(l => l.Contains("ld.global.v4.b32", StringComparison.Ordinal)) >= 4);
+        Assert.Contains("selp", ptx, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void AttentionDecode_UsesVectorLoadsAndAFencedCounter()
+    {
+        var ptx = Ptx.Value["Attention.AttentionDecodeKernel<DynamicSharedFloats>"];
+        Assert.Contains("ld.global.v4.f32", ptx, StringComparison.Ordinal);
+        Assert.Contains("membar.gl", ptx, StringComparison.Ordinal);
+        Assert.Contains("atom.add.global", ptx, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void RmsNorm_UsesVectorLoads()
+    {
+        Assert.Contains("ld.global.v4.f32", Ptx.Value["RmsNorm.RmsNormKernel"], StringComparison.Ordinal);
     }
 }
