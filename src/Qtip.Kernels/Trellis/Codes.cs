@@ -120,12 +120,21 @@ public readonly struct ThreeInstCode : ITrellisCode
     {
         // Both halves are normal fp16 numbers in ±[0.125, 2) (exponent field 12…15), so their float32 sum is exact
         // and rounding it once to fp16 precision is exactly the fp16 addition.
-        // The halves widen exactly (one cvt.f32.f16 each on CUDA). ILGPU.Half addition is not used: its software
-        // float→half conversion on the CPU accelerator truncates instead of rounding to nearest even.
-        float sum = (float)Interop.IntAsFloat((ushort)(symbol & 0xFFFFu)) + (float)Interop.IntAsFloat((ushort)(symbol >> 16));
+        // The halves widen exactly by moving their bits (NormalHalfToFloat), so no fp16 type is needed: OpenCL devices
+        // without cl_khr_fp16 run this too. ILGPU.Half addition is not used: its software float→half conversion on the
+        // CPU accelerator truncates instead of rounding to nearest even.
+        float sum = NormalHalfToFloat(symbol & 0xFFFFu) + NormalHalfToFloat(symbol >> 16);
         v0 = RoundToHalfPrecision(sum);
         v1 = 0f;
     }
+
+    /// <summary>
+    /// The float32 value of the fp16 bit pattern h (low 16 bits) when h is a normal number (exponent field 1…30):
+    /// sign to bit 31, exponent rebiased by 127 − 15 = 112, mantissa widened by 13 zero bits. Exact.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float NormalHalfToFloat(uint h) =>
+        Interop.IntAsFloat(((h & 0x8000u) << 16) | (((h & 0x7FFFu) + (112u << 10)) << 13));
 
     /// <summary>Rounds a float32 in the fp16 normal range to 11 significant bits, round to nearest even.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
