@@ -1,3 +1,4 @@
+using Qtip.Kernels.Llama;
 using Qtip.Kernels.Runtime;
 using Xunit;
 
@@ -22,6 +23,22 @@ public abstract class BackendTest(BackendKind backend)
                 Assert.Skip($"backend {Backend.Name()} unavailable: {reason}");
             return device!;
         }
+    }
+
+    /// <summary>Skips the calling test when <paramref name="needed"/> and the device has no fp16 (an OpenCL device without
+    /// cl_khr_fp16, e.g. pocl's CPU device): fp16 variants refuse to load there.</summary>
+    protected void SkipWithoutFloat16(bool needed = true)
+    {
+        if (needed && !Device.SupportsFloat16)
+            Assert.Skip($"fp16 case: {Device} has no fp16 (ILGPU Float16 capability)");
+    }
+
+    /// <summary>Skips the calling test when it forces the grouped style on OpenCL: ILGPU 1.5.3's OpenCL backend cannot emit
+    /// the warp shuffles those kernels reduce with, and OpenCL runs the serial style.</summary>
+    protected void SkipUnsupportedStyle(KernelStyle style)
+    {
+        if (style == KernelStyle.Grouped && Backend == BackendKind.OpenCL)
+            Assert.Skip("grouped-style case: ILGPU 1.5.3's OpenCL backend cannot emit warp shuffles; OpenCL runs the serial style");
     }
 
     /// <summary>True on the slow CPU simulator, where tests use their smallest sizes.</summary>

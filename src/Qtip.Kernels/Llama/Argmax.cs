@@ -7,18 +7,25 @@ namespace Qtip.Kernels.Llama;
 /// <summary>
 /// Index of the largest of n values (the first on ties, as torch.argmax), written to result[outIndex] on the device,
 /// where the next decode step's embedding lookup reads it. One group: each thread scans a strided slice, then a
-/// shared-memory tree keeps (value, index) pairs. NaN never wins.
+/// shared-memory tree keeps (value, index) pairs. NaN never wins. Serial style (CPU simulator and OpenCL): one
+/// thread scans all n with the same comparison, no shared memory and no barrier; the grouped kernel loads when first
+/// launched.
 /// </summary>
 public sealed class Argmax : IKernelSet<Argmax>
 {
     private readonly QtipDevice device;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArgmaxParams> kernel;
+    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArgmaxParams>> kernel;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArgmaxParams> serial;
 
     private Argmax(QtipDevice device)
     {
         this.device = device;
-        kernel = device.LoadKernel<ArrayView<float>, ArrayView<int>, ArgmaxParams>(ArgmaxKernel);
+        kernel = new(() => device.LoadKernel<ArrayView<float>, ArrayView<int>, ArgmaxParams>(ArgmaxKernel));
+        serial = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArgmaxParams>(ArgmaxSerialKernel);
+        Style = Check.DefaultStyle(device);
     }
+
+    public KernelStyle Style { get; set; }
 
     public static Argmax Create(QtipDevice device) => new(device);
 
@@ -30,8 +37,14 @@ public sealed class Argmax : IKernelSet<Argmax>
         if (outIndex < 0)
             throw new ArgumentOutOfRangeException(nameof(outIndex), outIndex, $"{op}: negative output index");
         Check.Length(op, "result", result, outIndex + 1L, $"outIndex = {outIndex}");
+        var p = new ArgmaxParams(n, outIndex);
+        if (Style == KernelStyle.Serial)
+        {
+            serial(stream ?? device.Accelerator.DefaultStream, 1, values, result, p);
+            return;
+        }
         int g = 1 << System.Numerics.BitOperations.Log2((uint)Math.Min(device.MaxGroupSize, 1024)); // power of two for the tree
-        kernel(stream ?? device.Accelerator.DefaultStream, new KernelConfig(1, g), values, result, new ArgmaxParams(n, outIndex));
+        kernel.Value(stream ?? device.Accelerator.DefaultStream, new KernelConfig(1, g), values, result, p);
     }
 
     public readonly struct ArgmaxParams(int n, int outIndex)
@@ -48,15 +61,7 @@ public sealed class Argmax : IKernelSet<Argmax>
         int g = Group.DimX;
         float bv = float.NegativeInfinity;
         int bi = int.MaxValue;
-        for (int i = tid; i < p.N; i += g)
-        {
-            float v = values[i];
-            if (v > bv || (bi == int.MaxValue && v == bv))
-            {
-                bv = v;
-                bi = i;
-            }
-        }
+        Scan(values, tid, p.N, g, ref bv, ref bi);
         bestValue[tid] = bv;
         bestIndex[tid] = bi;
         Group.Barrier();
@@ -78,5 +83,27 @@ public sealed class Argmax : IKernelSet<Argmax>
         }
         if (tid == 0)
             result[p.OutIndex] = bestIndex[0] == int.MaxValue ? 0 : bestIndex[0];
+    }
+
+    internal static void ArgmaxSerialKernel(Index1D i, ArrayView<float> values, ArrayView<int> result, ArgmaxParams p)
+    {
+        float bv = float.NegativeInfinity;
+        int bi = int.MaxValue;
+        Scan(values, 0, p.N, 1, ref bv, ref bi);
+        result[p.OutIndex] = bi == int.MaxValue ? 0 : bi;
+    }
+
+    /// <summary>The first largest of values[begin], values[begin + stride], … below n into (bv, bi); NaN never wins.</summary>
+    private static void Scan(ArrayView<float> values, int begin, int n, int stride, ref float bv, ref int bi)
+    {
+        for (int i = begin; i < n; i += stride)
+        {
+            float v = values[i];
+            if (v > bv || (bi == int.MaxValue && v == bv))
+            {
+                bv = v;
+                bi = i;
+            }
+        }
     }
 }

@@ -15,6 +15,7 @@ namespace Qtip.Kernels.Llama;
 /// split the head dimension (four dimensions per lane per step, so four loads are in flight), reducing with a warp
 /// reduce. Max and sum are group all-reduces; in the weighted sum of V each warp again takes every W-th position,
 /// its lanes holding four output dimensions each, and the warps' partial sums meet in shared memory.
+/// The grouped kernels (warp shuffles, which ILGPU's OpenCL backend cannot emit) are loaded when first launched.
 /// All arithmetic is fp32, the softmax subtracts the row maximum, as Hugging Face's eager attention does. Serial
 /// style (CPU simulator): one thread per (row, head) does all three passes, with its scores in a global scratch.
 ///
@@ -34,9 +35,9 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
     private const int PartialFloats = 8 * 256;
 
     private readonly QtipDevice device;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams> kernel;
+    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>> kernel;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams> serial;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, DecodeParams> decode;
+    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, DecodeParams>> decode;
     private readonly Lock scratchLock = new();
     private MemoryBuffer1D<float, Stride1D.Dense>? scratch;
     private MemoryBuffer1D<float, Stride1D.Dense>? partials;
@@ -46,13 +47,13 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
     {
         this.device = device;
         // OpenCL: a static shared buffer (ILGPU 1.5.3's dynamic local memory is wrong there across work-groups).
-        kernel = device.Kind == BackendKind.OpenCL
+        kernel = new(() => device.Kind == BackendKind.OpenCL
             ? device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(AttentionKernel<StaticSharedFloats>)
-            : device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(AttentionKernel<DynamicSharedFloats>);
+            : device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(AttentionKernel<DynamicSharedFloats>));
         serial = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(AttentionSerialKernel);
-        decode = device.Kind == BackendKind.OpenCL
+        decode = new(() => device.Kind == BackendKind.OpenCL
             ? device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, DecodeParams>(AttentionDecodeKernel<StaticSharedFloats>)
-            : device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, DecodeParams>(AttentionDecodeKernel<DynamicSharedFloats>);
+            : device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, DecodeParams>(AttentionDecodeKernel<DynamicSharedFloats>));
         Style = Check.DefaultStyle(device);
     }
 
@@ -108,7 +109,7 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
         Check.Length(op, "vCache", vCache, positions * kvDim, $"positions {positions} × {kvDim}");
         Check.Length(op, "output", output, (long)rows * qDim, $"rows {rows} × {qDim}");
         int g = Check.GroupSize(device);
-        if (g / device.WarpSize * headDim > PartialFloats)
+        if (Style == KernelStyle.Grouped && g / device.WarpSize * headDim > PartialFloats)
             throw new ArgumentException($"{op}: headDim {headDim} × {g / device.WarpSize} warps exceeds the {PartialFloats} shared floats reserved for partial sums", nameof(headDim));
         long groups = (long)rows * heads;
         if (groups > int.MaxValue)
@@ -125,7 +126,7 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
         var shared = device.Kind == BackendKind.OpenCL
             ? SharedMemoryConfig.Empty
             : SharedMemoryConfig.RequestDynamic<float>((int)positions + (g / device.WarpSize * headDim));
-        kernel(stream ?? device.Accelerator.DefaultStream, new KernelConfig((int)groups, g, shared), q, kCache, vCache, output, p);
+        kernel.Value(stream ?? device.Accelerator.DefaultStream, new KernelConfig((int)groups, g, shared), q, kCache, vCache, output, p);
     }
 
     /// <summary>
@@ -155,7 +156,7 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
         var (part, count) = DecodeScratch((long)heads * splits * stride, heads);
         var p = new DecodeParams(heads, kvHeads, headDim, 1f / MathF.Sqrt(headDim), positions, lanes, chunk, splits, subsets, stride);
         var shared = device.Kind == BackendKind.OpenCL ? SharedMemoryConfig.Empty : SharedMemoryConfig.RequestDynamic<float>(sharedFloats);
-        decode(stream ?? device.Accelerator.DefaultStream, new KernelConfig(heads * splits, group, shared), q, kCache, vCache, output, part, count, p);
+        decode.Value(stream ?? device.Accelerator.DefaultStream, new KernelConfig(heads * splits, group, shared), q, kCache, vCache, output, part, count, p);
         LastDecodeSplits = splits;
         return true;
     }

@@ -10,18 +10,18 @@ namespace Qtip.Kernels.Llama;
 /// Per-row negative log-likelihood of a target id under the logits: nll[r] = logsumexp(logits[r, :]) −
 /// logits[r, targets[r]], fp32 with the row maximum subtracted (as log_softmax does). One group per row. Only
 /// rows×1 floats come back to the host, not the rows×vocab logits; the host sums them in double. Serial style (CPU
-/// simulator): one thread per row.
+/// simulator and OpenCL): one thread per row. The grouped kernel is loaded when first launched.
 /// </summary>
 public sealed class CrossEntropy : IKernelSet<CrossEntropy>
 {
     private readonly QtipDevice device;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, CrossEntropyParams> kernel;
+    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, CrossEntropyParams>> kernel;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, CrossEntropyParams> serial;
 
     private CrossEntropy(QtipDevice device)
     {
         this.device = device;
-        kernel = device.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, CrossEntropyParams>(CrossEntropyKernel);
+        kernel = new(() => device.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, CrossEntropyParams>(CrossEntropyKernel));
         serial = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, CrossEntropyParams>(CrossEntropySerialKernel);
         Style = Check.DefaultStyle(device);
     }
@@ -42,7 +42,7 @@ public sealed class CrossEntropy : IKernelSet<CrossEntropy>
         if (Style == KernelStyle.Serial)
             serial(stream ?? device.Accelerator.DefaultStream, rows, logits, targets, nll, new CrossEntropyParams(vocab));
         else
-            kernel(stream ?? device.Accelerator.DefaultStream, new KernelConfig(rows, Check.GroupSize(device)), logits, targets, nll, new CrossEntropyParams(vocab));
+            kernel.Value(stream ?? device.Accelerator.DefaultStream, new KernelConfig(rows, Check.GroupSize(device)), logits, targets, nll, new CrossEntropyParams(vocab));
     }
 
     public readonly struct CrossEntropyParams(int vocab)

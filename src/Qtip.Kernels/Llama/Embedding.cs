@@ -9,18 +9,19 @@ namespace Qtip.Kernels.Llama;
 /// Embedding lookup: x (rows×dim) = E[tokens[r], :] as fp32, E (vocab×dim) fp16 or fp32. The ids are read on the
 /// device, so a decode loop can feed the id that the argmax or sampling kernel wrote without a host round trip.
 /// Ids are checked on the host where they come from the host (<see cref="CheckIds"/>); device-produced ids are in
-/// range by construction. One thread per output element on GPUs; on the CPU simulator each thread takes a span.
+/// range by construction. One thread per output element on GPUs; on the CPU simulator each thread takes a span. The
+/// fp16 kernel is loaded on first use (a device without fp16 refuses it with <see cref="NotSupportedException"/>).
 /// </summary>
 public sealed class Embedding : IKernelSet<Embedding>
 {
     private readonly QtipDevice device;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<Half>, ArrayView<int>, ArrayView<float>, EmbeddingParams> f16;
+    private readonly Lazy<Action<AcceleratorStream, Index1D, ArrayView<Half>, ArrayView<int>, ArrayView<float>, EmbeddingParams>> f16;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, EmbeddingParams> f32;
 
     private Embedding(QtipDevice device)
     {
         this.device = device;
-        f16 = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<Half>, ArrayView<int>, ArrayView<float>, EmbeddingParams>(EmbeddingKernel<Half, F16>);
+        f16 = new(() => device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<Half>, ArrayView<int>, ArrayView<float>, EmbeddingParams>(EmbeddingKernel<Half, F16>));
         f32 = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, EmbeddingParams>(EmbeddingKernel<float, F32>);
     }
 
@@ -28,8 +29,9 @@ public sealed class Embedding : IKernelSet<Embedding>
 
     public void Apply(ArrayView<Half> table, int vocab, int dim, ArrayView<int> tokens, ArrayView<float> x, int rows, AcceleratorStream? stream = null)
     {
+        device.RequireFloat16("Embedding");
         var p = Validate(device, table.Length, vocab, dim, tokens, x, rows);
-        f16(stream ?? device.Accelerator.DefaultStream, Check.Threads(p.Total, p.Span), table, tokens, x, p);
+        f16.Value(stream ?? device.Accelerator.DefaultStream, Check.Threads(p.Total, p.Span), table, tokens, x, p);
     }
 
     public void Apply(ArrayView<float> table, int vocab, int dim, ArrayView<int> tokens, ArrayView<float> x, int rows, AcceleratorStream? stream = null)

@@ -5,22 +5,24 @@ using Half = ILGPU.Half;
 
 namespace Qtip.Kernels.Llama;
 
-/// <summary>Elementwise fp16 → fp32 (exact): a dense fp16 weight handed to the quantizer as fp32.</summary>
+/// <summary>Elementwise fp16 → fp32 (exact): a dense fp16 weight handed to the quantizer as fp32. The kernel is loaded on
+/// first use; on a device without fp16 <see cref="Apply"/> throws <see cref="NotSupportedException"/> instead.</summary>
 public sealed class HalfToFloat : IKernelSet<HalfToFloat>
 {
     private readonly QtipDevice device;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<Half>, ArrayView<float>, SpanParams> kernel;
+    private readonly Lazy<Action<AcceleratorStream, Index1D, ArrayView<Half>, ArrayView<float>, SpanParams>> kernel;
 
     private HalfToFloat(QtipDevice device)
     {
         this.device = device;
-        kernel = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<Half>, ArrayView<float>, SpanParams>(ConvertKernel);
+        kernel = new(() => device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<Half>, ArrayView<float>, SpanParams>(ConvertKernel));
     }
 
     public static HalfToFloat Create(QtipDevice device) => new(device);
 
     public void Apply(ArrayView<Half> source, ArrayView<float> destination, AcceleratorStream? stream = null)
     {
+        device.RequireFloat16("HalfToFloat");
         if (destination.Length < source.Length)
             throw new ArgumentException($"HalfToFloat: destination has {destination.Length} elements, source {source.Length}", nameof(destination));
         if (source.Length > int.MaxValue)
@@ -28,7 +30,7 @@ public sealed class HalfToFloat : IKernelSet<HalfToFloat>
         if (source.Length == 0)
             return;
         int span = Check.Span(device, source.Length);
-        kernel(stream ?? device.Accelerator.DefaultStream, Check.Threads(source.Length, span), source, destination, new SpanParams((int)source.Length, span));
+        kernel.Value(stream ?? device.Accelerator.DefaultStream, Check.Threads(source.Length, span), source, destination, new SpanParams((int)source.Length, span));
     }
 
     internal static void ConvertKernel(Index1D i, ArrayView<Half> source, ArrayView<float> destination, SpanParams p)

@@ -15,6 +15,8 @@ namespace Qtip.Kernels.Llama;
 /// the X and W chunks (W converted to fp32 on the way in) and every thread does 16 multiply-adds per pair of
 /// loaded values. Bounds are checked only at tile edges. The serial style (CPU simulator) gives each thread a 4×4
 /// block of Y and loops over all of K, with no shared memory and no barrier.
+/// Only the serial fp32 kernel is loaded up front: the grouped kernels load when the grouped style first launches, the
+/// fp16 ones when fp16 weights first come (a device without fp16 refuses them with <see cref="NotSupportedException"/>).
 /// </summary>
 public sealed class MatMul : IKernelSet<MatMul>
 {
@@ -22,9 +24,9 @@ public sealed class MatMul : IKernelSet<MatMul>
     private const int Block = 4;
 
     private readonly QtipDevice device;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams> f16;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams> f32;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams> f16Serial;
+    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>> f16;
+    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams>> f32;
+    private readonly Lazy<Action<AcceleratorStream, Index1D, ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>> f16Serial;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams> f32Serial;
 
     private MatMul(QtipDevice device)
@@ -32,17 +34,14 @@ public sealed class MatMul : IKernelSet<MatMul>
         this.device = device;
         var acc = device.Accelerator;
         // OpenCL: a static shared buffer (ILGPU 1.5.3's dynamic local memory is wrong there across work-groups).
-        if (device.Kind == BackendKind.OpenCL)
-        {
-            f16 = device.LoadKernel<ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<Half, F16, StaticSharedFloats>);
-            f32 = device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<float, F32, StaticSharedFloats>);
-        }
-        else
-        {
-            f16 = device.LoadKernel<ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<Half, F16, DynamicSharedFloats>);
-            f32 = device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<float, F32, DynamicSharedFloats>);
-        }
-        f16Serial = acc.LoadAutoGroupedKernel<Index1D, ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulSerialKernel<Half, F16>);
+        bool cl = device.Kind == BackendKind.OpenCL;
+        f16 = new(() => cl
+            ? device.LoadKernel<ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<Half, F16, StaticSharedFloats>)
+            : device.LoadKernel<ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<Half, F16, DynamicSharedFloats>));
+        f32 = new(() => cl
+            ? device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<float, F32, StaticSharedFloats>)
+            : device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<float, F32, DynamicSharedFloats>));
+        f16Serial = new(() => acc.LoadAutoGroupedKernel<Index1D, ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulSerialKernel<Half, F16>));
         f32Serial = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulSerialKernel<float, F32>);
         Style = Check.DefaultStyle(device);
     }
@@ -54,11 +53,12 @@ public sealed class MatMul : IKernelSet<MatMul>
     /// <summary>Y (rows×m) = X (rows×n) · Wᵀ with W (m×n) fp16.</summary>
     public void Apply(ArrayView<Half> w, ArrayView<float> x, ArrayView<float> y, int rows, int m, int n, AcceleratorStream? stream = null)
     {
+        device.RequireFloat16("MatMul");
         var (cfg, p) = Plan(w.Length, x, y, rows, m, n);
         if (Style == KernelStyle.Serial)
-            f16Serial(stream ?? device.Accelerator.DefaultStream, SerialThreads(rows, m), w, x, y, p);
+            f16Serial.Value(stream ?? device.Accelerator.DefaultStream, SerialThreads(rows, m), w, x, y, p);
         else
-            f16(stream ?? device.Accelerator.DefaultStream, cfg, w, x, y, p);
+            f16.Value(stream ?? device.Accelerator.DefaultStream, cfg, w, x, y, p);
     }
 
     /// <summary>Y (rows×m) = X (rows×n) · Wᵀ with W (m×n) fp32.</summary>
@@ -68,7 +68,7 @@ public sealed class MatMul : IKernelSet<MatMul>
         if (Style == KernelStyle.Serial)
             f32Serial(stream ?? device.Accelerator.DefaultStream, SerialThreads(rows, m), w, x, y, p);
         else
-            f32(stream ?? device.Accelerator.DefaultStream, cfg, w, x, y, p);
+            f32.Value(stream ?? device.Accelerator.DefaultStream, cfg, w, x, y, p);
     }
 
     private (KernelConfig, MatMulParams) Plan(long wLength, ArrayView<float> x, ArrayView<float> y, int rows, int m, int n)
@@ -93,7 +93,7 @@ public sealed class MatMul : IKernelSet<MatMul>
         if (groups > int.MaxValue)
             throw new ArgumentException($"{op}: {rows}×{m} output is too large for one launch");
         int sharedFloats = (tileRows + tileCols) * KChunk;
-        if (device.Kind == BackendKind.OpenCL && sharedFloats > StaticSharedFloats.Capacity)
+        if (Style == KernelStyle.Grouped && device.Kind == BackendKind.OpenCL && sharedFloats > StaticSharedFloats.Capacity)
             throw new InvalidOperationException($"{op}: {sharedFloats} shared floats exceed the static OpenCL buffer of {StaticSharedFloats.Capacity}");
         var shared = device.Kind == BackendKind.OpenCL ? SharedMemoryConfig.Empty : SharedMemoryConfig.RequestDynamic<float>(sharedFloats);
         return (new KernelConfig((int)groups, a * b, shared), new MatMulParams(rows, m, n, a, b, tilesX));

@@ -33,14 +33,19 @@ namespace Qtip.Kernels.Llama;
 /// bandwidth-bound. A step's chunks past the row end re-read a valid chunk and are masked with a select, so the step
 /// stays one basic block that the PTX compiler can schedule. Rows whose length is not a multiple of 8 (or views not on
 /// 16-byte boundaries) take a scalar path. Groups hold up to 256 threads; the warp width is read from the device.
+///
+/// Serial style (CPU simulator and OpenCL): <see cref="MatVecSerialKernel{T, TW, TIn}"/>, one thread per task striding
+/// over the tasks, the same task code with <see cref="SingleLane"/> in place of the shuffle tree, so it uses no warp
+/// function (ILGPU 1.5.3's OpenCL backend cannot emit shuffles). Kernels load on first use per (weight type, input,
+/// style), except the serial fp32 pair, loaded up front; fp16 variants are refused with
+/// <see cref="NotSupportedException"/> on a device without fp16.
 /// </summary>
 public sealed class MatVec : IKernelSet<MatVec>, IDisposable
 {
     private readonly QtipDevice device;
-    private readonly MatVecLauncher<Half> f16;
-    private readonly MatVecLauncher<Half> f16Normed;
-    private readonly MatVecLauncher<float> f32;
-    private readonly MatVecLauncher<float> f32Normed;
+    /// <summary>Launchers by <see cref="Variant"/>: [grouped plain, grouped normed, serial plain, serial normed].</summary>
+    private readonly Lazy<MatVecLauncher<Half>>[] f16;
+    private readonly Lazy<MatVecLauncher<float>>[] f32;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> none;
 
     private delegate void MatVecLauncher<T>(AcceleratorStream stream, KernelConfig config, ArrayView<T> w0, ArrayView<T> w1, ArrayView<T> w2,
@@ -51,20 +56,36 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
     {
         this.device = device;
         Style = Check.DefaultStyle(device);
-        var f16Plain = device.LoadKernel<ArrayView<Half>, ArrayView<Half>, ArrayView<Half>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatVecParams>(MatVecKernel<Half, F16, PlainInput>);
-        var f16Norm = device.LoadKernel<ArrayView<Half>, ArrayView<Half>, ArrayView<Half>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatVecParams>(MatVecKernel<Half, F16, NormedInput>);
-        var f32Plain = device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatVecParams>(MatVecKernel<float, F32, PlainInput>);
-        var f32Norm = device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatVecParams>(MatVecKernel<float, F32, NormedInput>);
-        f16 = (s, c, a, b, d, x, g, y, kc, vc, co, si, p) => f16Plain(s, c, a, b, d, x, g, y, kc, vc, co, si, p);
-        f16Normed = (s, c, a, b, d, x, g, y, kc, vc, co, si, p) => f16Norm(s, c, a, b, d, x, g, y, kc, vc, co, si, p);
-        f32 = (s, c, a, b, d, x, g, y, kc, vc, co, si, p) => f32Plain(s, c, a, b, d, x, g, y, kc, vc, co, si, p);
-        f32Normed = (s, c, a, b, d, x, g, y, kc, vc, co, si, p) => f32Norm(s, c, a, b, d, x, g, y, kc, vc, co, si, p);
+        f16 =
+        [
+            new(() => Load<Half, F16, PlainInput>(serial: false)), new(() => Load<Half, F16, NormedInput>(serial: false)),
+            new(() => Load<Half, F16, PlainInput>(serial: true)), new(() => Load<Half, F16, NormedInput>(serial: true)),
+        ];
+        f32 =
+        [
+            new(() => Load<float, F32, PlainInput>(serial: false)), new(() => Load<float, F32, NormedInput>(serial: false)),
+            new(() => Load<float, F32, PlainInput>(serial: true)), new(() => Load<float, F32, NormedInput>(serial: true)),
+        ];
+        _ = f32[Variant(KernelStyle.Serial, normed: false)].Value;
+        _ = f32[Variant(KernelStyle.Serial, normed: true)].Value;
         none = device.Accelerator.Allocate1D<float>(4);
     }
 
     public static MatVec Create(QtipDevice device) => new(device);
 
-    /// <summary>Grouped: S lanes per row with a shuffle reduction. Serial (CPU simulator): one thread per row, no shuffle.</summary>
+    private static int Variant(KernelStyle style, bool normed) => (style == KernelStyle.Serial ? 2 : 0) + (normed ? 1 : 0);
+
+    private MatVecLauncher<T> Load<T, TW, TIn>(bool serial)
+        where T : unmanaged
+        where TW : struct, IWeightElement<T>
+        where TIn : struct, IMatVecInput
+    {
+        var k = device.LoadKernel<ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatVecParams>(
+            serial ? MatVecSerialKernel<T, TW, TIn> : MatVecKernel<T, TW, TIn>);
+        return (s, c, a, b, d, x, g, y, kc, vc, co, si, p) => k(s, c, a, b, d, x, g, y, kc, vc, co, si, p);
+    }
+
+    /// <summary>Grouped: S lanes per row with a shuffle reduction. Serial (CPU simulator, OpenCL): one thread per row, no shuffle.</summary>
     public KernelStyle Style { get; set; }
 
     public void Dispose() => none.Dispose();
@@ -255,14 +276,16 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
         var config = new KernelConfig(p.Groups, p.GroupSize);
         ArrayView<float> unused = none.View;
         var g = norm?.Weight ?? unused;
+        int variant = Variant(Style, norm.HasValue);
         if (typeof(T) == typeof(Half))
         {
-            (norm.HasValue ? f16Normed : f16)(s, config, As<T, Half>(w0), As<T, Half>(w1), As<T, Half>(w2), x, g, y,
+            device.RequireFloat16(Op);
+            f16[variant].Value(s, config, As<T, Half>(w0), As<T, Half>(w1), As<T, Half>(w2), x, g, y,
                 kCache ?? unused, vCache ?? unused, cos ?? unused, sin ?? unused, p);
         }
         else if (typeof(T) == typeof(float))
         {
-            (norm.HasValue ? f32Normed : f32)(s, config, As<T, float>(w0), As<T, float>(w1), As<T, float>(w2), x, g, y,
+            f32[variant].Value(s, config, As<T, float>(w0), As<T, float>(w1), As<T, float>(w2), x, g, y,
                 kCache ?? unused, vCache ?? unused, cos ?? unused, sin ?? unused, p);
         }
         else
@@ -322,22 +345,35 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
         int sl = lane - (sub * s);
         long firstTask = ((((long)Grid.IdxX * (Group.DimX / warp)) + Warp.WarpIdx) * (warp / s)) + sub;
         long taskStride = (long)p.Groups * (Group.DimX / s);
-        // One pass on GPUs (the grid covers every task, and all lanes meet at the shuffles); the serial style (one lane
-        // per task, no shuffle) strides over the tasks.
+        // One pass on GPUs (the grid covers every task, and all lanes meet at the shuffles); with one lane per task
+        // (rows of at most 8 weights) it strides over the tasks.
         for (long task = firstTask; ; task += taskStride)
         {
-            RunTask<T, TW, TIn>(w0, w1, w2, x, g, y, kCache, vCache, cos, sin, p, task, task < p.Tasks, s, sl);
+            RunTask<T, TW, TIn, ShuffleLanes>(w0, w1, w2, x, g, y, kCache, vCache, cos, sin, p, task, task < p.Tasks, s, sl);
             if (s > 1 || task + taskStride >= p.Tasks)
                 break;
         }
     }
 
-    private static void RunTask<T, TW, TIn>(ArrayView<T> w0, ArrayView<T> w1, ArrayView<T> w2, ArrayView<float> x, ArrayView<float> g,
+    /// <summary>Serial style: thread t of the launch runs tasks t, t + threads, … alone (lanes per row = 1), no warp function.</summary>
+    internal static void MatVecSerialKernel<T, TW, TIn>(ArrayView<T> w0, ArrayView<T> w1, ArrayView<T> w2, ArrayView<float> x, ArrayView<float> g,
+        ArrayView<float> y, ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> cos, ArrayView<float> sin, MatVecParams p)
+        where T : unmanaged
+        where TW : struct, IWeightElement<T>
+        where TIn : struct, IMatVecInput
+    {
+        long taskStride = (long)p.Groups * Group.DimX;
+        for (long task = ((long)Grid.IdxX * Group.DimX) + Group.IdxX; task < p.Tasks; task += taskStride)
+            RunTask<T, TW, TIn, SingleLane>(w0, w1, w2, x, g, y, kCache, vCache, cos, sin, p, task, true, 1, 0);
+    }
+
+    private static void RunTask<T, TW, TIn, TLanes>(ArrayView<T> w0, ArrayView<T> w1, ArrayView<T> w2, ArrayView<float> x, ArrayView<float> g,
         ArrayView<float> y, ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> cos, ArrayView<float> sin, MatVecParams p,
         long task, bool valid, int s, int sl)
         where T : unmanaged
         where TW : struct, IWeightElement<T>
         where TIn : struct, IMatVecInput
+        where TLanes : struct, IMatVecLanes
     {
         // The rows the task reads: one row of [W0;W1;W2] (store, add), or two (SwiGLU: the gate and the up row; RoPE: a
         // rotation pair j, j + d/2 of one q or k head, or two consecutive v rows).
@@ -397,14 +433,7 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
             else
                 DotOne<T, TW, TIn>(wa, baseA, x, g, p.N >> 3, s, sl, ref accA, ref ss);
         }
-        for (int d = s >> 1; d >= 1; d >>= 1)
-        {
-            accA += Warp.ShuffleDown(accA, d);
-            if (two)
-                accB += Warp.ShuffleDown(accB, d);
-            if (default(TIn).Normalized)
-                ss += Warp.ShuffleDown(ss, d);
-        }
+        default(TLanes).Sum(s, two, default(TIn).Normalized, ref accA, ref accB, ref ss);
         if (!valid || sl != 0)
             return;
 
@@ -544,6 +573,37 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
         accA = a;
         accB = b;
         ss = q;
+    }
+}
+
+/// <summary>How the S lanes of a matrix–vector task add up their partial sums (into lane 0). A struct type parameter.</summary>
+public interface IMatVecLanes
+{
+    /// <summary>Sums a (and b when <paramref name="two"/>, and ss when <paramref name="normalized"/>) over the task's <paramref name="lanes"/> lanes.</summary>
+    void Sum(int lanes, bool two, bool normalized, ref float a, ref float b, ref float ss);
+}
+
+/// <summary>Grouped style: a shuffle-down tree over the lanes (CUDA and the CPU simulator; not OpenCL).</summary>
+public readonly struct ShuffleLanes : IMatVecLanes
+{
+    public void Sum(int lanes, bool two, bool normalized, ref float a, ref float b, ref float ss)
+    {
+        for (int d = lanes >> 1; d >= 1; d >>= 1)
+        {
+            a += Warp.ShuffleDown(a, d);
+            if (two)
+                b += Warp.ShuffleDown(b, d);
+            if (normalized)
+                ss += Warp.ShuffleDown(ss, d);
+        }
+    }
+}
+
+/// <summary>Serial style: one lane per task, nothing to add.</summary>
+public readonly struct SingleLane : IMatVecLanes
+{
+    public void Sum(int lanes, bool two, bool normalized, ref float a, ref float b, ref float ss)
+    {
     }
 }
 

@@ -8,18 +8,19 @@ namespace Qtip.Kernels.Llama;
 /// <summary>
 /// Fills a buffer with seeded uniform values in [−scale, scale) from a hash of (seed, index), on the device: the
 /// synthetic models of <c>qtip bench decode</c> (13 GB of fp16 for a 7B shape) are generated where they live
-/// instead of being copied over PCIe. Deterministic for a seed, independent of the launch shape.
+/// instead of being copied over PCIe. Deterministic for a seed, independent of the launch shape. The fp16 kernel is
+/// loaded on first use (a device without fp16 refuses it with <see cref="NotSupportedException"/>).
 /// </summary>
 public sealed class RandomFill : IKernelSet<RandomFill>
 {
     private readonly QtipDevice device;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<Half>, RandomFillParams> f16;
+    private readonly Lazy<Action<AcceleratorStream, Index1D, ArrayView<Half>, RandomFillParams>> f16;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, RandomFillParams> f32;
 
     private RandomFill(QtipDevice device)
     {
         this.device = device;
-        f16 = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<Half>, RandomFillParams>(FillF16Kernel);
+        f16 = new(() => device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<Half>, RandomFillParams>(FillF16Kernel));
         f32 = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, RandomFillParams>(FillF32Kernel);
     }
 
@@ -27,10 +28,11 @@ public sealed class RandomFill : IKernelSet<RandomFill>
 
     public void Apply(ArrayView<Half> data, ulong seed, float scale, AcceleratorStream? stream = null)
     {
+        device.RequireFloat16("RandomFill");
         if (data.Length > int.MaxValue)
             throw new ArgumentException($"RandomFill: {data.Length} elements exceed one launch", nameof(data));
         int span = Check.Span(device, data.Length);
-        f16(stream ?? device.Accelerator.DefaultStream, Check.Threads(data.Length, span), data, new RandomFillParams(seed, scale, (int)data.Length, span));
+        f16.Value(stream ?? device.Accelerator.DefaultStream, Check.Threads(data.Length, span), data, new RandomFillParams(seed, scale, (int)data.Length, span));
     }
 
     public void Apply(ArrayView<float> data, ulong seed, float scale, AcceleratorStream? stream = null)

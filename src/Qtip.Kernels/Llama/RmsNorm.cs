@@ -12,19 +12,20 @@ namespace Qtip.Kernels.Llama;
 /// One group per row; the sum of squares is a group all-reduce. Rows of a multiple of 4 on 16-byte boundaries are read
 /// and written as float4, with up to 1024 threads per group, so a 4096-wide row is one load per thread: the first
 /// version (256 threads, scalar loads, 16 dependent iterations each waiting on memory) took 10 µs per 4096-wide row on
-/// the H100, a batch-1 decode step ran 65 of them. Serial style (CPU simulator): one thread per row.
+/// the H100, a batch-1 decode step ran 65 of them. Serial style (CPU simulator and OpenCL): one thread per row. The
+/// grouped kernel is loaded when first launched.
 /// </summary>
 public sealed class RmsNorm : IKernelSet<RmsNorm>, IDisposable
 {
     private readonly QtipDevice device;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RmsNormParams> kernel;
+    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RmsNormParams>> kernel;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RmsNormParams> serial;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> none;
 
     private RmsNorm(QtipDevice device)
     {
         this.device = device;
-        kernel = device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RmsNormParams>(RmsNormKernel);
+        kernel = new(() => device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RmsNormParams>(RmsNormKernel));
         serial = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RmsNormParams>(RmsNormSerialKernel);
         none = device.Accelerator.Allocate1D<float>(4);
         Style = Check.DefaultStyle(device);
@@ -57,7 +58,7 @@ public sealed class RmsNorm : IKernelSet<RmsNorm>, IDisposable
         int warp = device.WarpSize;
         int perRow = vec ? n / 4 : n;
         int group = Math.Max(warp, Math.Min(Check.GroupSize(device, 1024) / warp * warp, (perRow + warp - 1) / warp * warp));
-        kernel(stream ?? device.Accelerator.DefaultStream, new KernelConfig(rows, group), x, residual ?? none.View, weight, y, p);
+        kernel.Value(stream ?? device.Accelerator.DefaultStream, new KernelConfig(rows, group), x, residual ?? none.View, weight, y, p);
     }
 
     public readonly struct RmsNormParams(int n, float eps, int addResidual, int vectorized)

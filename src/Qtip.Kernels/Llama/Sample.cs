@@ -16,17 +16,25 @@ namespace Qtip.Kernels.Llama;
 /// that set only falls as τ rises, so τ is found exactly by bisection over the bit patterns of positive floats
 /// (31 steps, each one group all-reduce). The draw is then an exclusive scan of kept mass over contiguous slices in
 /// index order. Ties at the threshold are all kept (Hugging Face's sort would keep an arbitrary subset of them).
+/// Serial style (CPU simulator and OpenCL, whose ILGPU backend has no group reductions that pocl builds): the same
+/// code in one thread (<see cref="SingleThread"/>: every reduction is the thread's own value); the grouped kernel
+/// loads when first launched.
 /// </summary>
 public sealed class Sample : IKernelSet<Sample>
 {
     private readonly QtipDevice device;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, SampleParams> kernel;
+    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, SampleParams>> kernel;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, SampleParams> serial;
 
     private Sample(QtipDevice device)
     {
         this.device = device;
-        kernel = device.LoadKernel<ArrayView<float>, ArrayView<int>, SampleParams>(SampleKernel);
+        kernel = new(() => device.LoadKernel<ArrayView<float>, ArrayView<int>, SampleParams>(SampleKernel));
+        serial = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, SampleParams>(SampleSerialKernel);
+        Style = Check.DefaultStyle(device);
     }
+
+    public KernelStyle Style { get; set; }
 
     public static Sample Create(QtipDevice device) => new(device);
 
@@ -52,9 +60,14 @@ public sealed class Sample : IKernelSet<Sample>
         if (outIndex < 0)
             throw new ArgumentOutOfRangeException(nameof(outIndex), outIndex, $"{op}: negative output index");
         Check.Length(op, "result", result, outIndex + 1L, $"outIndex = {outIndex}");
+        var p = new SampleParams(n, 1f / temperature, topK <= 0 || topK >= n ? 0 : topK, topP, u, outIndex);
+        if (Style == KernelStyle.Serial)
+        {
+            serial(stream ?? device.Accelerator.DefaultStream, 1, logits, result, p);
+            return;
+        }
         int g = Math.Min(device.MaxGroupSize, 1024);
-        kernel(stream ?? device.Accelerator.DefaultStream, new KernelConfig(1, g), logits, result,
-            new SampleParams(n, 1f / temperature, topK <= 0 || topK >= n ? 0 : topK, topP, u, outIndex));
+        kernel.Value(stream ?? device.Accelerator.DefaultStream, new KernelConfig(1, g), logits, result, p);
     }
 
     public readonly struct SampleParams(int n, float invTemperature, int topK, float topP, float u, int outIndex)
@@ -69,14 +82,21 @@ public sealed class Sample : IKernelSet<Sample>
 
     private static float Prob(ArrayView<float> logits, int i, float m, SampleParams p) => XMath.Exp((logits[i] - m) * p.InvTemperature);
 
-    internal static void SampleKernel(ArrayView<float> logits, ArrayView<int> result, SampleParams p)
+    internal static void SampleKernel(ArrayView<float> logits, ArrayView<int> result, SampleParams p) =>
+        Draw<WholeGroup>(logits, result, p, Group.IdxX, Group.DimX);
+
+    internal static void SampleSerialKernel(Index1D i, ArrayView<float> logits, ArrayView<int> result, SampleParams p) =>
+        Draw<SingleThread>(logits, result, p, 0, 1);
+
+    /// <summary>The sampler run by threads tid = 0..g−1 that reduce through <typeparamref name="TGroup"/>.</summary>
+    private static void Draw<TGroup>(ArrayView<float> logits, ArrayView<int> result, SampleParams p, int tid, int g)
+        where TGroup : struct, ISampleGroup
     {
-        int tid = Group.IdxX;
-        int g = Group.DimX;
+        var group = default(TGroup);
         float m = float.NegativeInfinity;
         for (int i = tid; i < p.N; i += g)
             m = XMath.Max(m, logits[i]);
-        m = GroupExtensions.AllReduce<float, MaxFloat>(m);
+        m = group.Max(m);
 
         // The most probable entry has p = 1, so every threshold lies in [0, 1].
         uint lo = 0; // bits of the threshold; the condition holds at lo
@@ -90,7 +110,7 @@ public sealed class Sample : IKernelSet<Sample>
                 int count = 0;
                 for (int i = tid; i < p.N; i += g)
                     count += Prob(logits, i, m, p) >= tau ? 1 : 0;
-                count = GroupExtensions.AllReduce<int, AddInt32>(count);
+                count = group.Sum(count);
                 if (count >= p.TopK)
                     lo = mid;
                 else
@@ -106,7 +126,7 @@ public sealed class Sample : IKernelSet<Sample>
                 float pr = Prob(logits, i, m, p);
                 massK += pr >= tauK ? pr : 0f;
             }
-            massK = GroupExtensions.AllReduce<float, AddFloat>(massK);
+            massK = group.Sum(massK);
             float target = p.TopP * massK;
             uint hi = Interop.FloatAsInt(1f) + 1;
             while (hi - lo > 1)
@@ -119,7 +139,7 @@ public sealed class Sample : IKernelSet<Sample>
                     float pr = Prob(logits, i, m, p);
                     mass += pr >= tau ? pr : 0f;
                 }
-                mass = GroupExtensions.AllReduce<float, AddFloat>(mass);
+                mass = group.Sum(mass);
                 if (mass >= target)
                     lo = mid;
                 else
@@ -143,13 +163,13 @@ public sealed class Sample : IKernelSet<Sample>
                 lastKept = i;
             }
         }
-        float prefix = GroupExtensions.ExclusiveScan<float, AddFloat>(local);
-        float total = GroupExtensions.AllReduce<float, AddFloat>(local);
-        int fallback = GroupExtensions.AllReduce<int, MaxInt32>(lastKept);
+        float prefix = group.ExclusivePrefixSum(local);
+        float total = group.Sum(local);
+        int fallback = group.Max(lastKept);
         float goal = p.U * total;
         if (tid == 0)
             result[p.OutIndex] = fallback;
-        Group.Barrier();
+        group.Barrier();
         if (local > 0f && goal >= prefix && goal < prefix + local)
         {
             float run = prefix;
@@ -169,5 +189,56 @@ public sealed class Sample : IKernelSet<Sample>
             }
             result[p.OutIndex] = chosen;
         }
+    }
+}
+
+/// <summary>How the threads of a <see cref="Sample"/> launch combine values. A struct type parameter.</summary>
+public interface ISampleGroup
+{
+    float Max(float value);
+
+    int Max(int value);
+
+    float Sum(float value);
+
+    int Sum(int value);
+
+    /// <summary>Σ of the values of the threads before this one.</summary>
+    float ExclusivePrefixSum(float value);
+
+    void Barrier();
+}
+
+/// <summary>All threads of the group (ILGPU.Algorithms group reductions).</summary>
+public readonly struct WholeGroup : ISampleGroup
+{
+    public float Max(float value) => GroupExtensions.AllReduce<float, MaxFloat>(value);
+
+    public int Max(int value) => GroupExtensions.AllReduce<int, MaxInt32>(value);
+
+    public float Sum(float value) => GroupExtensions.AllReduce<float, AddFloat>(value);
+
+    public int Sum(int value) => GroupExtensions.AllReduce<int, AddInt32>(value);
+
+    public float ExclusivePrefixSum(float value) => GroupExtensions.ExclusiveScan<float, AddFloat>(value);
+
+    public void Barrier() => Group.Barrier();
+}
+
+/// <summary>One thread: every reduction is its own value.</summary>
+public readonly struct SingleThread : ISampleGroup
+{
+    public float Max(float value) => value;
+
+    public int Max(int value) => value;
+
+    public float Sum(float value) => value;
+
+    public int Sum(int value) => value;
+
+    public float ExclusivePrefixSum(float value) => 0f;
+
+    public void Barrier()
+    {
     }
 }

@@ -9,18 +9,18 @@ namespace Qtip.Kernels.Llama;
 /// <summary>
 /// Softmax or log-softmax of every row of x (rows×n), in place, fp32 with the row maximum subtracted (optionally
 /// after dividing by a temperature). One group per row, group all-reduces for max and sum; serial style (CPU
-/// simulator): one thread per row.
+/// simulator and OpenCL): one thread per row. The grouped kernel is loaded when first launched.
 /// </summary>
 public sealed class Softmax : IKernelSet<Softmax>
 {
     private readonly QtipDevice device;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, SoftmaxParams> kernel;
+    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<float>, SoftmaxParams>> kernel;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, SoftmaxParams> serial;
 
     private Softmax(QtipDevice device)
     {
         this.device = device;
-        kernel = device.LoadKernel<ArrayView<float>, SoftmaxParams>(SoftmaxKernel);
+        kernel = new(() => device.LoadKernel<ArrayView<float>, SoftmaxParams>(SoftmaxKernel));
         serial = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, SoftmaxParams>(SoftmaxSerialKernel);
         Style = Check.DefaultStyle(device);
     }
@@ -42,7 +42,7 @@ public sealed class Softmax : IKernelSet<Softmax>
         if (Style == KernelStyle.Serial)
             serial(stream ?? device.Accelerator.DefaultStream, rows, x, p);
         else
-            kernel(stream ?? device.Accelerator.DefaultStream, new KernelConfig(rows, Check.GroupSize(device)), x, p);
+            kernel.Value(stream ?? device.Accelerator.DefaultStream, new KernelConfig(rows, Check.GroupSize(device)), x, p);
     }
 
     public readonly struct SoftmaxParams(int n, int log, float invTemperature)

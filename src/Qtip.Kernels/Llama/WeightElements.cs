@@ -93,8 +93,10 @@ public readonly struct F32 : IWeightElement<float>
 /// How a launcher maps work to threads. <see cref="Grouped"/> is the GPU design (groups, shared memory, warp
 /// shuffles, barriers). <see cref="Serial"/> is for ILGPU's CPU accelerator, a simulator where every GPU thread costs
 /// ~2 µs and every barrier or shuffle a round of OS-thread switches: there each thread owns a whole row (or block)
-/// and loops, with no barrier at all — 10–100× faster there, and the same arithmetic. Kernel sets start with the
-/// style of their device; tests set the other one to check both on the CPU.
+/// and loops, with no barrier at all — 10–100× faster there, and the same arithmetic. Serial kernels use no warp
+/// function, so they are also what OpenCL runs (<see cref="Check.DefaultStyle"/>). Kernel sets start with the style of
+/// their device and load the grouped variants only when that style is selected; tests set the other one to check both
+/// on the CPU.
 /// </summary>
 public enum KernelStyle
 {
@@ -123,8 +125,13 @@ internal static class Check
     public static bool Aligned16<T>(ArrayView<T> view) where T : unmanaged =>
         ((IContiguousArrayView)view).Index * System.Runtime.CompilerServices.Unsafe.SizeOf<T>() % 16 == 0;
 
-    /// <summary>The default style of a device: serial on the CPU simulator, grouped elsewhere.</summary>
-    public static KernelStyle DefaultStyle(Runtime.QtipDevice device) => device.Kind == Runtime.BackendKind.Cpu ? KernelStyle.Serial : KernelStyle.Grouped;
+    /// <summary>
+    /// The default style of a device: grouped on CUDA; serial on the CPU simulator and on OpenCL. The OpenCL device
+    /// Qtip runs on is pocl's CPU device (the only one with the generic address space ILGPU needs), a CPU where a
+    /// thread per row is the natural shape, and ILGPU 1.5.3's OpenCL backend cannot emit the warp shuffles the grouped
+    /// kernels reduce with (only <c>Warp.Broadcast</c>). Kernel sets load their grouped variants only when selected.
+    /// </summary>
+    public static KernelStyle DefaultStyle(Runtime.QtipDevice device) => device.Kind is Runtime.BackendKind.Cpu or Runtime.BackendKind.OpenCL ? KernelStyle.Serial : KernelStyle.Grouped;
 
     /// <summary>Elements per thread for elementwise kernels: 1 on GPUs; on the CPU simulator enough that about 256 threads cover the work.</summary>
     public static int Span(Runtime.QtipDevice device, long count) =>

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using ILGPU;
 using ILGPU.Runtime;
+using ILGPU.Runtime.OpenCL;
 
 namespace Qtip.Kernels.Runtime;
 
@@ -43,6 +44,21 @@ public sealed partial class QtipDevice : IDisposable
     public int LoopGroupSize(int gpu) => Kind == BackendKind.Cpu ? 1 : Math.Min(MaxGroupSize, gpu);
 
     public int WarpSize => Accelerator.WarpSize;
+
+    /// <summary>
+    /// Whether kernels may use fp16 (<c>ILGPU.Half</c>) data. In ILGPU 1.5.3 only OpenCL reports the capability
+    /// (<see cref="CLCapabilityContext.Float16"/>, i.e. <c>cl_khr_fp16</c>); CUDA and the CPU accelerator always have it.
+    /// pocl's CPU device (Ubuntu 24.04) lacks it.
+    /// </summary>
+    public bool SupportsFloat16 => Accelerator.Capabilities is not CLCapabilityContext cl || cl.Float16;
+
+    /// <summary>Throws <see cref="NotSupportedException"/> naming <paramref name="op"/> and this device when it has no fp16;
+    /// kernel sets call it before loading an fp16 variant, so no compile is attempted.</summary>
+    public void RequireFloat16(string op)
+    {
+        if (!SupportsFloat16)
+            throw new NotSupportedException($"{op}: fp16 (ILGPU.Half) data is not supported on {this} (no cl_khr_fp16); use fp32");
+    }
 
     /// <summary>The kernel set <typeparamref name="T"/> on this device, loaded on first use.</summary>
     public T Get<T>() where T : class, IKernelSet<T>

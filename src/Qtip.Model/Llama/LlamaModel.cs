@@ -59,7 +59,7 @@ public sealed partial class LlamaModel : IDisposable
         this.layers = layers;
         this.finalNorm = finalNorm;
         this.lmHead = lmHead;
-        Precision = options.Precision;
+        Precision = options.PrecisionOn(device);
 
         int attentionLimit = device.Get<Attention>().MaxPositions;
         MaxContext = Math.Min(options.MaxContext ?? Math.Min(config.MaxPositionEmbeddings, 2048), attentionLimit);
@@ -142,7 +142,7 @@ public sealed partial class LlamaModel : IDisposable
         options ??= new ModelOptions();
         var c = checkpoint.Config;
         var store = checkpoint.Tensors;
-        var p = options.Precision;
+        var p = options.PrecisionOn(device);
         MemoryBuffer1D<ILGPU.Half, Stride1D.Dense>? eh = null;
         MemoryBuffer1D<float, Stride1D.Dense>? ef = null;
         var layerList = new List<LayerWeights>();
@@ -194,7 +194,7 @@ public sealed partial class LlamaModel : IDisposable
     {
         var fill = device.Get<RandomFill>();
         var a = device.Accelerator;
-        var p = options.Precision;
+        var p = options.PrecisionOn(device);
         ulong next = seed;
         MemoryBuffer1D<ILGPU.Half, Stride1D.Dense>? eh = null;
         MemoryBuffer1D<float, Stride1D.Dense>? ef = null;

@@ -49,12 +49,12 @@ public static class BenchDecodeCommand
             shape, layers, tokens, prompt, prefill, iterations, weights, backend, device, json,
         };
         command.SetAction(parse => CommandRunner.Run(() => Execute(parse.GetValue(shape)!, parse.GetValue(layers), parse.GetValue(tokens), parse.GetValue(prompt),
-            parse.GetValue(prefill), parse.GetValue(iterations), RuntimeCli.ParseWeights(parse.GetValue(weights)!),
+            parse.GetValue(prefill), parse.GetValue(iterations), RuntimeCli.ParseWeights(parse.GetValue(weights)),
             CommonOptions.ParseBackend(parse.GetValue(backend)!), parse.GetValue(device), parse.GetValue(json))));
         return command;
     }
 
-    private static int Execute(string shapeName, int? layers, int tokens, int promptTokens, int prefillCtx, int iterations, WeightPrecision precision,
+    private static int Execute(string shapeName, int? layers, int tokens, int promptTokens, int prefillCtx, int iterations, WeightPrecision? requestedPrecision,
         BackendKind kind, int deviceIndex, FileInfo? json)
     {
         var shape = Shapes.FirstOrDefault(s => s.Name == shapeName)
@@ -69,6 +69,7 @@ public static class BenchDecodeCommand
             throw new UsageException("--tokens must be ≥ 2, --prompt-tokens ≥ 1, --prefill-ctx ≥ 0, --iterations ≥ 1");
         var config = LlamaModel.SyntheticConfig(shape.Layers, shape.Hidden, shape.Intermediate, shape.Heads, shape.KvHeads, shape.Vocab);
         using var device = Backends.Open(kind, deviceIndex);
+        var precision = RuntimeCli.ResolveWeights(device, requestedPrecision);
         Output.Line($"device: {device}; synthetic {shape.Name}: {shape.Layers} layers, hidden {shape.Hidden}, MLP {shape.Intermediate}, " +
             $"heads {shape.Heads}/{shape.KvHeads}, vocab {shape.Vocab}, {RuntimeCli.WeightsName(precision)} weights");
         int context = Math.Max(promptTokens + tokens + 1, prefillCtx);

@@ -31,11 +31,11 @@ public static class EvalCommand
         var command = new Command("eval", "Perplexity of a model on a corpus, by the reference protocol.") { model, data, ctx, maxWindows, backend, device, weights, json };
         command.SetAction(parse => CommandRunner.Run(() => Execute(parse.GetValue(model)!, parse.GetValue(data)!, parse.GetValue(ctx),
             parse.GetValue(maxWindows), CommonOptions.ParseBackend(parse.GetValue(backend)!), parse.GetValue(device),
-            RuntimeCli.ParseWeights(parse.GetValue(weights)!), parse.GetValue(json))));
+            RuntimeCli.ParseWeights(parse.GetValue(weights)), parse.GetValue(json))));
         return command;
     }
 
-    private static int Execute(string modelDir, string dataPath, int ctx, int? maxWindows, BackendKind kind, int deviceIndex, WeightPrecision precision, FileInfo? json)
+    private static int Execute(string modelDir, string dataPath, int ctx, int? maxWindows, BackendKind kind, int deviceIndex, WeightPrecision? requestedPrecision, FileInfo? json)
     {
         if (ctx < 2)
             throw new UsageException($"--ctx must be at least 2 (got {ctx})");
@@ -49,6 +49,7 @@ public static class EvalCommand
             : Perplexity.BuildStream(File.ReadAllText(dataPath), Tokenizers.Load(ckpt.Folder, ckpt.Config.BosTokenId, ckpt.Config.EosTokenIds[0]));
         Qtip.Kernels.Llama.Embedding.CheckIds(stream, ckpt.Config.VocabSize);
         using var device = Backends.Open(kind, deviceIndex);
+        var precision = RuntimeCli.ResolveWeights(device, requestedPrecision);
         using var model = LlamaModel.Load(device, ckpt, new ModelOptions { Precision = precision, MaxContext = ctx, MaxPrefillRows = ctx });
         int windows = Math.Min(stream.Length / ctx, maxWindows ?? int.MaxValue);
         Output.Line($"device: {device}; model {ckpt.Folder}; {stream.Length:N0} tokens, {windows} windows of {ctx}");
@@ -96,14 +97,15 @@ internal static class RuntimeCli
         HelpName = "DIR",
     };
 
-    public static Option<string> WeightsOption() => new("--weights")
+    public static Option<string?> WeightsOption() => new("--weights")
     {
-        Description = "Storage of dense weights on the device: f16 (half the bytes; bf16 checkpoints are exact down to 6e-5) or f32.",
-        DefaultValueFactory = _ => "f16",
+        Description = "Storage of dense weights on the device: f16 (half the bytes; bf16 checkpoints are exact down to 6e-5) or f32. " +
+            "Default: f16, or f32 on a device without fp16 (e.g. pocl's OpenCL CPU device).",
         HelpName = "f16|f32",
     };
 
-    public static WeightPrecision ParseWeights(string text) => text.Trim().ToLowerInvariant() switch
+    /// <summary>The requested precision, or null for the device's default (<see cref="ModelOptions.DefaultPrecision"/>).</summary>
+    public static WeightPrecision? ParseWeights(string? text) => text is null ? null : text.Trim().ToLowerInvariant() switch
     {
         "f16" or "fp16" or "float16" => WeightPrecision.Float16,
         "f32" or "fp32" or "float32" => WeightPrecision.Float32,
@@ -111,6 +113,15 @@ internal static class RuntimeCli
     };
 
     public static string WeightsName(WeightPrecision p) => p == WeightPrecision.Float16 ? "f16" : "f32";
+
+    /// <summary>The precision to load with on <paramref name="device"/>: the request, or the device's default; a usage
+    /// error for f16 on a device without fp16.</summary>
+    public static WeightPrecision ResolveWeights(QtipDevice device, WeightPrecision? requested)
+    {
+        if (requested == WeightPrecision.Float16 && !device.SupportsFloat16)
+            throw new UsageException($"--weights f16: {device} does not support fp16; use --weights f32");
+        return requested ?? ModelOptions.DefaultPrecision(device);
+    }
 
     public static string TokenizerKind(string folder) =>
         File.Exists(Path.Combine(folder, "tokenizer.model")) && SentencePieceBpeTokenizer.LooksLikeSentencePiece(Path.Combine(folder, "tokenizer.model"))

@@ -36,12 +36,12 @@ public static class GenerateCommand
         };
         command.SetAction(parse => CommandRunner.Run(() => Execute(parse.GetValue(model)!, parse.GetValue(prompt)!, parse.GetValue(maxNew),
             new SamplingOptions(parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP), parse.GetValue(seed)), parse.GetValue(noStop),
-            CommonOptions.ParseBackend(parse.GetValue(backend)!), parse.GetValue(device), RuntimeCli.ParseWeights(parse.GetValue(weights)!), parse.GetValue(json))));
+            CommonOptions.ParseBackend(parse.GetValue(backend)!), parse.GetValue(device), RuntimeCli.ParseWeights(parse.GetValue(weights)), parse.GetValue(json))));
         return command;
     }
 
     private static int Execute(string modelDir, string prompt, int maxNew, SamplingOptions sampling, bool ignoreEos, BackendKind kind, int deviceIndex,
-        WeightPrecision precision, FileInfo? json)
+        WeightPrecision? requestedPrecision, FileInfo? json)
     {
         if (maxNew < 1)
             throw new UsageException($"--max-new-tokens must be at least 1 (got {maxNew})");
@@ -58,6 +58,7 @@ public static class GenerateCommand
         if (promptIds.Count + maxNew - 1 > ckpt.Config.MaxPositionEmbeddings)
             throw new UsageException($"prompt ({promptIds.Count} tokens) + {maxNew} new tokens exceed the model's {ckpt.Config.MaxPositionEmbeddings} positions");
         using var device = Backends.Open(kind, deviceIndex);
+        var precision = RuntimeCli.ResolveWeights(device, requestedPrecision);
         using var model = LlamaModel.Load(device, ckpt, new ModelOptions { Precision = precision, MaxContext = context, MaxPrefillRows = promptIds.Count });
         Console.Error.WriteLine($"device: {device}; prompt {promptIds.Count} tokens");
 

@@ -15,6 +15,7 @@ public abstract class MatMulTests(BackendKind backend, KernelStyle style = Kerne
         get
         {
             var op = Device.Get<MatMul>();
+            SkipUnsupportedStyle(style);
             op.Style = style;
             return op;
         }
@@ -28,6 +29,7 @@ public abstract class MatMulTests(BackendKind backend, KernelStyle style = Kerne
     [InlineData(70, 33, 48, true)]
     public void MatchesLoops(int rows, int m, int n, bool half)
     {
+        SkipWithoutFloat16(half);
         var w = Rng.Gaussian(m * n, seed: rows + m);
         if (half)
             w = RoundHalf(w);
@@ -74,4 +76,4 @@ public sealed class MatMulTestsCpuGrouped() : MatMulTests(BackendKind.Cpu, Kerne
 public sealed class MatMulTestsCuda() : MatMulTests(BackendKind.Cuda);
 
 [Trait("Category", "Gpu")]
-public sealed class MatMulTestsOpenCL() : MatMulTests(BackendKind.OpenCL);
+public sealed class MatMulTestsOpenCL() : MatMulTests(BackendKind.OpenCL, KernelStyle.Serial);

@@ -15,6 +15,7 @@ public abstract class MatVecTests(BackendKind backend, KernelStyle style = Kerne
         get
         {
             var op = Device.Get<MatVec>();
+            SkipUnsupportedStyle(style);
             op.Style = style;
             return op;
         }
@@ -29,6 +30,7 @@ public abstract class MatVecTests(BackendKind backend, KernelStyle style = Kerne
     [InlineData(4, 4, 0, 384, true)]
     public void Stacked_MatchesLoops(int m0, int m1, int m2, int n, bool half)
     {
+        SkipWithoutFloat16(half);
         int m = m0 + m1 + m2;
         var w = Rng.Gaussian(m * n, seed: m + n);
         if (half)
@@ -66,6 +68,7 @@ public abstract class MatVecTests(BackendKind backend, KernelStyle style = Kerne
     [InlineData(5, 12, true)]
     public void SwiGlu_MatchesLoops(int m, int n, bool half)
     {
+        SkipWithoutFloat16(half);
         var g = Rng.Gaussian(m * n, seed: 1);
         var u = Rng.Gaussian(m * n, seed: 2);
         if (half)
@@ -117,6 +120,7 @@ public abstract class MatVecTests(BackendKind backend, KernelStyle style = Kerne
     [InlineData(40, 64, false)]
     public void AddTo_AddsIntoY(int m, int n, bool half)
     {
+        SkipWithoutFloat16(half);
         var w = Rng.Gaussian(m * n, seed: 21);
         if (half)
             w = RoundHalf(w);
@@ -134,6 +138,7 @@ public abstract class MatVecTests(BackendKind backend, KernelStyle style = Kerne
     [InlineData(3, 20, false)]   // scalar path
     public void ApplyNormed_NormalisesTheInput(int m, int n, bool half)
     {
+        SkipWithoutFloat16(half);
         var w = Rng.Gaussian(m * n, seed: 31);
         if (half)
             w = RoundHalf(w);
@@ -156,6 +161,7 @@ public abstract class MatVecTests(BackendKind backend, KernelStyle style = Kerne
     [InlineData(4, 12, true)]    // scalar path
     public void SwiGluNormed_MatchesLoops(int m, int n, bool half)
     {
+        SkipWithoutFloat16(half);
         var gw = Rng.Gaussian(m * n, seed: 41);
         var uw = Rng.Gaussian(m * n, seed: 42);
         if (half)
@@ -194,6 +200,7 @@ public abstract class MatVecTests(BackendKind backend, KernelStyle style = Kerne
     [InlineData(3, 1, 4, 20, 0, true)]    // scalar path, position 0
     public void QkvRope_MatchesNormMatVecRopeAndCacheWrite(int heads, int kvHeads, int hd, int n, int position, bool half)
     {
+        SkipWithoutFloat16(half);
         int qDim = heads * hd, kvDim = kvHeads * hd, half2 = hd / 2, maxPos = position + 2;
         var wq = Rng.Gaussian(qDim * n, seed: 51);
         var wk = Rng.Gaussian(kvDim * n, seed: 52);
@@ -301,4 +308,4 @@ public sealed class MatVecTestsCpuGrouped() : MatVecTests(BackendKind.Cpu, Kerne
 public sealed class MatVecTestsCuda() : MatVecTests(BackendKind.Cuda);
 
 [Trait("Category", "Gpu")]
-public sealed class MatVecTestsOpenCL() : MatVecTests(BackendKind.OpenCL);
+public sealed class MatVecTestsOpenCL() : MatVecTests(BackendKind.OpenCL, KernelStyle.Serial);
