@@ -17,6 +17,7 @@ public static class NativeLibraries
     {
         if (Interlocked.Exchange(ref registered, 1) == 1)
             return;
+        PoclSettings.Apply();
         try
         {
             NativeLibrary.SetDllImportResolver(typeof(Context).Assembly, Resolve);
