@@ -9,14 +9,14 @@ namespace Qtip.Kernels.Trellis;
 public sealed class FiniteCheck : IKernelSet<FiniteCheck>, IDisposable
 {
     private readonly QtipDevice device;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, long, int> kernel;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, FiniteParams> kernel;
     private readonly MemoryBuffer1D<int, Stride1D.Dense> counter;
     private readonly Lock gate = new();
 
     private FiniteCheck(QtipDevice device)
     {
         this.device = device;
-        kernel = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, long, int>(Kernel);
+        kernel = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, FiniteParams>(Kernel);
         counter = device.Accelerator.Allocate1D<int>(1);
     }
 
@@ -37,23 +37,30 @@ public sealed class FiniteCheck : IKernelSet<FiniteCheck>, IDisposable
             // (65,536 values: 120 ms with a thread per value, measured on 2 cores).
             long cap = device.Kind == BackendKind.Cpu ? (long)device.Accelerator.NumMultiprocessors * device.MaxGroupSize : 1L << 20;
             int threads = (int)Math.Min(length, cap);
-            kernel(stream, threads, values, counter.View, length, threads);
+            kernel(stream, threads, values, counter.View, new FiniteParams(length, threads));
             stream.Synchronize();
             return counter.GetAsArray1D()[0];
         }
     }
 
-    internal static void Kernel(Index1D index, ArrayView<float> values, ArrayView<int> counter, long length, int threads)
+    /// <summary>Values to check and the launch's thread count (the grid stride).</summary>
+    public readonly struct FiniteParams(long length, long threads)
     {
-        int bad = 0;
-        for (long i = index.X; i < length; i += threads)
+        public readonly long Length = length;
+        public readonly long Threads = threads;
+    }
+
+    /// <summary>counter[0] += number of NaN/±Inf among values[0..Length), each thread striding by Threads.</summary>
+    internal static void Kernel(Index1D index, ArrayView<float> values, ArrayView<int> counter, FiniteParams p)
+    {
+        // One atomic per offending value and no other loop-carried value: a per-thread count carried through this
+        // loop hung on CUDA (H100, ILGPU 1.5.3) once a value was non-finite, while the CPU accelerator was right.
+        for (long i = index.X; i < p.Length; i += p.Threads)
         {
             float v = values[i];
             if (float.IsNaN(v) || float.IsInfinity(v))
-                bad++;
+                Atomic.Add(ref counter[0], 1);
         }
-        if (bad > 0)
-            Atomic.Add(ref counter[0], bad);
     }
 
     public void Dispose() => counter.Dispose();
