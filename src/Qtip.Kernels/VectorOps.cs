@@ -58,9 +58,12 @@ public sealed class VectorOps : IKernelSet<VectorOps>
         stream ??= device.Accelerator.DefaultStream;
         lock (reduceLock)
         {
-            sumSquares(stream, new KernelConfig(ReduceGroups, GroupSize), x, partials.View);
-            var host = new double[ReduceGroups];
-            partials.View.CopyToCPU(stream, host);
+            // One partial per group; on the CPU accelerator one one-thread group per core (LoopConfig).
+            var config = device.Kind == BackendKind.Cpu ? device.LoopConfig(x.Length) : new KernelConfig(ReduceGroups, GroupSize);
+            int groups = Math.Min(config.GridDim.X, ReduceGroups);
+            sumSquares(stream, config, x, partials.View);
+            var host = new double[groups];
+            partials.View.SubView(0, groups).CopyToCPU(stream, host);
             stream.Synchronize();
             return host.Sum();
         }
@@ -68,11 +71,7 @@ public sealed class VectorOps : IKernelSet<VectorOps>
 
     private int GroupSize => Math.Min(device.MaxGroupSize, 256);
 
-    private KernelConfig Config(long length)
-    {
-        long groups = Math.Clamp((length + GroupSize - 1) / GroupSize, 1, 65536);
-        return new KernelConfig((int)groups, GroupSize);
-    }
+    private KernelConfig Config(long length) => device.LoopConfig(length, GroupSize);
 
     internal static void ScaleKernel(ArrayView<float> x, float s)
     {

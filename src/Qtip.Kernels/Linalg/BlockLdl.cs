@@ -66,14 +66,14 @@ public sealed class BlockLdl : IKernelSet<BlockLdl>
             int trailing = nb - j - 1;
             if (trailing == 0)
                 break;
-            trsm(stream, new KernelConfig(rowGroups, groupSize), h, p);
+            trsm(stream, device.Kind == BackendKind.Cpu ? device.LoopConfig(n) : new KernelConfig(rowGroups, groupSize), h, p);
             if (device.Kind == BackendKind.Cpu)
                 syrkDirect(stream, new KernelConfig(4 * Math.Max(1, device.Accelerator.NumMultiprocessors), 2), h, p);
             else
                 syrk(stream, new KernelConfig(trailing * trailing, groupSize), h, p);
         }
         a.MemSetToZero(stream);
-        feedback(stream, new KernelConfig(Math.Max(1, ((n * nb) + groupSize - 1) / groupSize), groupSize), h, a, new StepParams(n, nb));
+        feedback(stream, device.LoopConfig((long)n * nb, groupSize, int.MaxValue), h, a, new StepParams(n, nb));
         var result = new int[1];
         status.SubView(0, 1).CopyToCPU(stream, result);
         stream.Synchronize();
