@@ -198,7 +198,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
         }
         var report = new QuantizeReport(outDir, reports, weights, bits, modelBytes, new Dictionary<string, double>(stages),
             calib?.Tokens ?? 0, resumed);
-        File.WriteAllText(Path.Combine(outDir, "qtip-report.json"), JsonSerializer.Serialize(ReportJson(report), JsonOptions));
+        File.WriteAllText(Path.Combine(outDir, "qtip-report.json"), ReportJson(report, options).ToJsonString(JsonOptions));
         Directory.Delete(partialDir, recursive: true);
         return report;
     }
@@ -599,7 +599,11 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
         }
     }
 
-    private object ReportJson(QuantizeReport r) => new
+    /// <summary>The run's report as written to <c>qtip-report.json</c> (snake_case); the CLI's <c>--json</c> adds to it.</summary>
+    public static JsonObject ReportJson(QuantizeReport r, QuantizeOptions options) =>
+        JsonSerializer.SerializeToNode(ReportObject(r, options), JsonOptions)!.AsObject();
+
+    private static object ReportObject(QuantizeReport r, QuantizeOptions options) => new
     {
         out_dir = r.OutDir,
         method = options.Method.ToString().ToLowerInvariant(),

@@ -132,24 +132,10 @@ public static class QuantizeCommand
                 });
         }
         Summary(report, opts, wall.Elapsed.TotalSeconds);
-        Output.WriteJson(json, new
-        {
-            device = device.ToString(),
-            out_dir = report.OutDir,
-            method = opts.Method.ToString().ToLowerInvariant(),
-            code = opts.CodeName,
-            bits = opts.Bits,
-            l = opts.L,
-            hessian = opts.Hessian.ToString(),
-            no_rht = opts.NoRht,
-            seed = opts.Seed,
-            bits_per_weight = report.BitsPerWeight,
-            model_bytes = report.ModelBytes,
-            mean_proxy_error = report.MeanProxyError,
-            stage_seconds = report.StageSeconds,
-            wall_seconds = wall.Elapsed.TotalSeconds,
-            matrices = report.Matrices,
-        });
+        var jsonReport = QuantizePipeline.ReportJson(report, opts);
+        jsonReport["device"] = device.ToString();
+        jsonReport["wall_seconds"] = wall.Elapsed.TotalSeconds;
+        Output.WriteJson(json, jsonReport);
         return ExitCodes.Ok;
     }
 
