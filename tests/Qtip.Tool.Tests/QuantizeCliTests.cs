@@ -164,6 +164,16 @@ public sealed class QuantizeCliTests : IDisposable
     }
 
     [Fact]
+    public void UnwritableOutput_IsExitCode3_WithOneLine()
+    {
+        Assert.SkipUnless(OperatingSystem.IsLinux(), "uses /proc, where nothing can be created even as root");
+        var r = QtipProcess.Run(Tiny("/proc/qtip-out"));
+        Assert.Equal(3, r.ExitCode);
+        Assert.Contains("cannot write", r.Stderr, StringComparison.Ordinal);
+        Assert.Single(r.Stderr.Trim().Split('\n'));
+    }
+
+    [Fact]
     public void MissingCalibrationFile_IsExitCode3()
     {
         var r = QtipProcess.Run("quantize", "--model", Nano, "--out", Path.Combine(work, "o"), "--calib", Path.Combine(work, "nope.txt"), "--backend", "cpu");

@@ -96,7 +96,14 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
         });
         stages["load"] = sw.Elapsed.TotalSeconds;
 
-        Directory.CreateDirectory(partialDir);
+        try
+        {
+            Directory.CreateDirectory(partialDir);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new InvalidInputException($"quantize: cannot write the run's state {partialDir} next to the output {outDir}: {e.Message}");
+        }
         try
         {
             return RunLayers(outDir, partialDir, total, sw, checkpoint, config, calib, model);

@@ -36,6 +36,15 @@ public static class CommandRunner
         {
             return Fail("usage", e.Message, ExitCodes.Usage);
         }
+        catch (ILGPU.Runtime.AcceleratorException e)
+        {
+            // Allocation failures land here: a model or batch that does not fit in the accelerator's memory.
+            return Fail("error", $"accelerator: {e.Message} (if the device ran out of memory: a smaller --calib-ctx or --ctx, or another device)", ExitCodes.BadInput);
+        }
+        catch (OutOfMemoryException)
+        {
+            return Fail("error", "out of memory (host or CPU-simulator accelerator): the model or the batch does not fit", ExitCodes.BadInput);
+        }
         catch (OperationCanceledException)
         {
             return Fail("error", "interrupted", ExitCodes.Interrupted);
