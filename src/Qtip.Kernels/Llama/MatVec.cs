@@ -177,7 +177,8 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
     {
         CheckWeights(w, m, n, "w");
         Check.Length(Op, "y", y, m, $"m = {m}");
-        var p = Plan(MatVecEpilogue.Store, n, m, 0, 0, m, x, norm, 0, 0, 0, [Aligned(w)]);
+        bool pair = PairRows(m);
+        var p = Plan(pair ? MatVecEpilogue.StorePair : MatVecEpilogue.Store, n, m, 0, 0, pair ? m / 2 : m, x, norm, 0, 0, 0, [Aligned(w)]);
         Launch(p, w, w, w, x, norm, y, stream);
     }
 
@@ -185,7 +186,8 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
     {
         CheckWeights(w, m, n, "w");
         Check.Length(Op, "y", y, m, $"m = {m}");
-        var p = Plan(MatVecEpilogue.Add, n, m, 0, 0, m, x, null, 0, 0, 0, [Aligned(w)]);
+        bool pair = PairRows(m);
+        var p = Plan(pair ? MatVecEpilogue.AddPair : MatVecEpilogue.Add, n, m, 0, 0, pair ? m / 2 : m, x, null, 0, 0, 0, [Aligned(w)]);
         Launch(p, w, w, w, x, null, y, stream);
     }
 
@@ -233,6 +235,23 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
     }
 
     private const string Op = "MatVec";
+
+    /// <summary>
+    /// Whether a single-matrix product runs two consecutive rows per task (the x and norm-weight loads of a step then serve
+    /// both rows): m even, and on a GPU only when the pairs still outnumber the device's warp slots. Measured on the H100
+    /// (Llama-2-7B shapes): the 32000-row output head 111.6 → 92.3 µs with pairs, but down_proj (4096 rows, 2048 pairs for
+    /// 8448 warp slots) 38.0 → 42.9 µs. The serial style always pairs.
+    /// </summary>
+    private bool PairRows(int m)
+    {
+        if (m % 2 != 0)
+            return false;
+        if (Style == KernelStyle.Serial)
+            return true;
+        var acc = device.Accelerator;
+        long warpSlots = (long)acc.NumMultiprocessors * acc.MaxNumThreadsPerMultiprocessor / Math.Max(1, device.WarpSize);
+        return m / 2 >= warpSlots;
+    }
 
     private static void CheckWeights<T>(ArrayView<T> w, int m, int n, string what) where T : unmanaged
     {
@@ -312,6 +331,12 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
 
         /// <summary>A rotation pair of q (rotated into y), k (rotated into kCache) or two rows of v (into vCache).</summary>
         Rope = 3,
+
+        /// <summary>y[2t] += dot, y[2t+1] += dot: two consecutive rows per task (one x load serves both), m even.</summary>
+        AddPair = 4,
+
+        /// <summary>y[2t] = dot, y[2t+1] = dot: two consecutive rows per task, m even.</summary>
+        StorePair = 5,
     }
 
     public readonly struct MatVecParams(int n, int m0, int m1, int m2, int lanesPerRow, int epilogue, int vectorized, int groups, int groupSize,
@@ -382,7 +407,12 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
         var wb = p.Epilogue == (int)MatVecEpilogue.SwiGlu ? w1 : w0;
         long ra = task, rb = task;
         int matrix = 0;
-        if (p.Epilogue == (int)MatVecEpilogue.Rope)
+        if (p.Epilogue >= (int)MatVecEpilogue.AddPair)
+        {
+            ra = 2 * task;
+            rb = ra + 1;
+        }
+        else if (p.Epilogue == (int)MatVecEpilogue.Rope)
         {
             int half = p.HeadDim >> 1;
             long qPairs = p.M0 >> 1, kPairs = p.M1 >> 1;
@@ -449,6 +479,14 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
                 break;
             case (int)MatVecEpilogue.SwiGlu:
                 y[task] = ya / (1f + XMath.Exp(-ya)) * yb;
+                break;
+            case (int)MatVecEpilogue.AddPair:
+                y[ra] += ya;
+                y[rb] += yb;
+                break;
+            case (int)MatVecEpilogue.StorePair:
+                y[ra] = ya;
+                y[rb] = yb;
                 break;
             default:
                 RopeStore(y, kCache, vCache, cos, sin, p, matrix, ra, ya, yb);

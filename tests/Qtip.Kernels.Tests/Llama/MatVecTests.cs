@@ -118,6 +118,8 @@ public abstract class MatVecTests(BackendKind backend, KernelStyle style = Kerne
     [InlineData(9, 296, false)]
     [InlineData(5, 20, true)]    // scalar path
     [InlineData(40, 64, false)]
+    [InlineData(10, 296, true)]  // even m: two rows per task (AddPair), masked tail
+    [InlineData(8, 20, false)]   // even m, scalar path
     public void AddTo_AddsIntoY(int m, int n, bool half)
     {
         SkipWithoutFloat16(half);
@@ -136,6 +138,8 @@ public abstract class MatVecTests(BackendKind backend, KernelStyle style = Kerne
     [InlineData(7, 296, true)]
     [InlineData(7, 296, false)]
     [InlineData(3, 20, false)]   // scalar path
+    [InlineData(8, 296, true)]   // even m: two rows per task (StorePair)
+    [InlineData(6, 20, false)]   // even m, scalar path
     public void ApplyNormed_NormalisesTheInput(int m, int n, bool half)
     {
         SkipWithoutFloat16(half);
