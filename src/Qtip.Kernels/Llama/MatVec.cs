@@ -47,6 +47,7 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
     private readonly Lazy<MatVecLauncher<Half>>[] f16;
     private readonly Lazy<MatVecLauncher<float>>[] f32;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> none;
+    private readonly long warpSlots; // resident warps the device can hold at once (multiprocessors × threads per one ÷ warp)
 
     private delegate void MatVecLauncher<T>(AcceleratorStream stream, KernelConfig config, ArrayView<T> w0, ArrayView<T> w1, ArrayView<T> w2,
         ArrayView<float> x, ArrayView<float> g, ArrayView<float> y, ArrayView<float> kCache, ArrayView<float> vCache,
@@ -56,6 +57,8 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
     {
         this.device = device;
         Style = Check.DefaultStyle(device);
+        var acc = device.Accelerator;
+        warpSlots = (long)acc.NumMultiprocessors * acc.MaxNumThreadsPerMultiprocessor / Math.Max(1, device.WarpSize);
         f16 =
         [
             new(() => Load<Half, F16, PlainInput>(serial: false)), new(() => Load<Half, F16, NormedInput>(serial: false)),
@@ -246,11 +249,7 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
     {
         if (m % 2 != 0)
             return false;
-        if (Style == KernelStyle.Serial)
-            return true;
-        var acc = device.Accelerator;
-        long warpSlots = (long)acc.NumMultiprocessors * acc.MaxNumThreadsPerMultiprocessor / Math.Max(1, device.WarpSize);
-        return m / 2 >= warpSlots;
+        return Style == KernelStyle.Serial || m / 2 >= warpSlots;
     }
 
     private static void CheckWeights<T>(ArrayView<T> w, int m, int n, string what) where T : unmanaged
@@ -526,13 +525,15 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int StepChunk(int c0, int i, int s, int chunks) => c0 + (i * s) < chunks ? c0 + (i * s) : c0;
 
-    /// <summary>The dot product of chunk c (masked to 0 when it is past the row end).</summary>
+    /// <summary><paramref name="value"/> when chunk c0 + i·s lies inside the row, else 0 (the mask of <see cref="StepChunk"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Masked(float d, int c0, int i, int s, int chunks) => c0 + (i * s) < chunks ? d : 0f;
+    private static float Masked(float value, int c0, int i, int s, int chunks) => c0 + (i * s) < chunks ? value : 0f;
 
-    // Measured on the H100 (bench decode, Llama-2-7B shapes): eight chunks per step here made down_proj slower (38.0 → 40.3 µs)
-    // and the output head too (107 → 120 µs), while four chunks per row in DotTwo sped up q|k|v (47.1 → 42.5 µs).
-    /// <summary>One row, four chunks of 8 per lane and step (four 16-byte weight loads in flight).</summary>
+    /// <summary>
+    /// One row, four chunks of 8 per lane and step (four 16-byte weight loads in flight). Measured on the H100 (bench
+    /// decode, Llama-2-7B shapes): eight chunks per step made down_proj slower (38.0 → 40.3 µs) and the output head too
+    /// (107 → 120 µs), while four chunks per row in <see cref="DotTwo"/> sped up q|k|v (47.1 → 42.5 µs).
+    /// </summary>
     private static void DotOne<T, TW, TIn>(ArrayView<T> w, long rowBase, ArrayView<float> x, ArrayView<float> g, int chunks, int s, int sl,
         ref float acc, ref float ss)
         where T : unmanaged
@@ -544,11 +545,7 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
         float a = 0f, q = 0f;
         for (int c0 = sl; c0 < chunks; c0 += 4 * s)
         {
-            int c1 = c0 + s, c2 = c0 + (2 * s), c3 = c0 + (3 * s);
-            bool v1 = c1 < chunks, v2 = c2 < chunks, v3 = c3 < chunks;
-            c1 = v1 ? c1 : c0;
-            c2 = v2 ? c2 : c0;
-            c3 = v3 ? c3 : c0;
+            int c1 = StepChunk(c0, 1, s, chunks), c2 = StepChunk(c0, 2, s, chunks), c3 = StepChunk(c0, 3, s, chunks);
             var x0 = input.Load8(x, g, c0);
             var x1 = input.Load8(x, g, c1);
             var x2 = input.Load8(x, g, c2);
@@ -557,9 +554,9 @@ public sealed class MatVec : IKernelSet<MatVec>, IDisposable
             float d1 = loader.Dot8(w, rowBase + ((long)c1 << 3), x1.Lo, x1.Hi);
             float d2 = loader.Dot8(w, rowBase + ((long)c2 << 3), x2.Lo, x2.Hi);
             float d3 = loader.Dot8(w, rowBase + ((long)c3 << 3), x3.Lo, x3.Hi);
-            a += d0 + (v1 ? d1 : 0f) + (v2 ? d2 : 0f) + (v3 ? d3 : 0f);
+            a += d0 + Masked(d1, c0, 1, s, chunks) + Masked(d2, c0, 2, s, chunks) + Masked(d3, c0, 3, s, chunks);
             if (input.Normalized)
-                q += x0.Squares + (v1 ? x1.Squares : 0f) + (v2 ? x2.Squares : 0f) + (v3 ? x3.Squares : 0f);
+                q += x0.Squares + Masked(x1.Squares, c0, 1, s, chunks) + Masked(x2.Squares, c0, 2, s, chunks) + Masked(x3.Squares, c0, 3, s, chunks);
         }
         acc = a;
         ss = q;

@@ -47,19 +47,7 @@ public readonly struct WarpReduction : IGroupReduction
             v += Warp.ShuffleXor(v, off);
         if (Warp.LaneIdx == 0)
             sh[red + (Group.IdxX / Warp.WarpSize)] = v;
-        Group.Barrier();
-        if (Group.IdxX == 0)
-        {
-            float s = 0f;
-            int warps = (Group.DimX + Warp.WarpSize - 1) / Warp.WarpSize;
-            for (int k = 0; k < warps; k++)
-                s += sh[red + k];
-            sh[red + (2 * slots)] = s;
-        }
-        Group.Barrier();
-        float total = sh[red + (2 * slots)];
-        Group.Barrier();
-        return total;
+        return SlotReduction.Sum(sh, red, slots, (Group.DimX + Warp.WarpSize - 1) / Warp.WarpSize);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -81,28 +69,7 @@ public readonly struct WarpReduction : IGroupReduction
             sh[red + w] = v;
             sh[red + slots + w] = Interop.IntAsFloat((uint)i);
         }
-        Group.Barrier();
-        if (Group.IdxX == 0)
-        {
-            int warps = (Group.DimX + Warp.WarpSize - 1) / Warp.WarpSize;
-            float bv = sh[red];
-            uint bi = Interop.FloatAsInt(sh[red + slots]);
-            for (int k = 1; k < warps; k++)
-            {
-                float kv = sh[red + k];
-                uint ki = Interop.FloatAsInt(sh[red + slots + k]);
-                if (kv < bv || (kv == bv && ki < bi))
-                {
-                    bv = kv;
-                    bi = ki;
-                }
-            }
-            sh[red + (2 * slots)] = Interop.IntAsFloat(bi);
-        }
-        Group.Barrier();
-        int result = (int)Interop.FloatAsInt(sh[red + (2 * slots)]);
-        Group.Barrier();
-        return result;
+        return SlotReduction.ArgMin(sh, red, slots, (Group.DimX + Warp.WarpSize - 1) / Warp.WarpSize);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -135,19 +102,7 @@ public readonly struct SharedReduction : IGroupReduction
     public float Sum(ArrayView<float> sh, int red, int slots, float v)
     {
         sh[red + Group.IdxX] = v;
-        Group.Barrier();
-        if (Group.IdxX == 0)
-        {
-            float s = 0f;
-            int nt = Group.DimX;
-            for (int k = 0; k < nt; k++)
-                s += sh[red + k];
-            sh[red + (2 * slots)] = s;
-        }
-        Group.Barrier();
-        float total = sh[red + (2 * slots)];
-        Group.Barrier();
-        return total;
+        return SlotReduction.Sum(sh, red, slots, Group.DimX);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -155,28 +110,7 @@ public readonly struct SharedReduction : IGroupReduction
     {
         sh[red + Group.IdxX] = v;
         sh[red + slots + Group.IdxX] = Interop.IntAsFloat((uint)i);
-        Group.Barrier();
-        if (Group.IdxX == 0)
-        {
-            float bv = sh[red];
-            uint bi = Interop.FloatAsInt(sh[red + slots]);
-            int nt = Group.DimX;
-            for (int k = 1; k < nt; k++)
-            {
-                float kv = sh[red + k];
-                uint ki = Interop.FloatAsInt(sh[red + slots + k]);
-                if (kv < bv || (kv == bv && ki < bi))
-                {
-                    bv = kv;
-                    bi = ki;
-                }
-            }
-            sh[red + (2 * slots)] = Interop.IntAsFloat(bi);
-        }
-        Group.Barrier();
-        int result = (int)Interop.FloatAsInt(sh[red + (2 * slots)]);
-        Group.Barrier();
-        return result;
+        return SlotReduction.ArgMin(sh, red, slots, Group.DimX);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -197,5 +131,57 @@ public readonly struct SharedReduction : IGroupReduction
             all |= bits[red + first + k];
         Group.Barrier();
         return all;
+    }
+}
+
+/// <summary>
+/// The second stage both strategies share: after a barrier, thread 0 combines the first <c>count</c> slots written at
+/// <c>sh[red …]</c> (values) and <c>sh[red + slots …]</c> (indices, as bits) and broadcasts the result through
+/// <c>sh[red + 2·slots]</c>; every thread returns it. Called by all threads of the group.
+/// </summary>
+internal static class SlotReduction
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(ArrayView<float> sh, int red, int slots, int count)
+    {
+        Group.Barrier();
+        if (Group.IdxX == 0)
+        {
+            float s = 0f;
+            for (int k = 0; k < count; k++)
+                s += sh[red + k];
+            sh[red + (2 * slots)] = s;
+        }
+        Group.Barrier();
+        float total = sh[red + (2 * slots)];
+        Group.Barrier();
+        return total;
+    }
+
+    /// <summary>Index of the least value among the slots, ties to the smaller index.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int ArgMin(ArrayView<float> sh, int red, int slots, int count)
+    {
+        Group.Barrier();
+        if (Group.IdxX == 0)
+        {
+            float bv = sh[red];
+            uint bi = Interop.FloatAsInt(sh[red + slots]);
+            for (int k = 1; k < count; k++)
+            {
+                float kv = sh[red + k];
+                uint ki = Interop.FloatAsInt(sh[red + slots + k]);
+                if (kv < bv || (kv == bv && ki < bi))
+                {
+                    bv = kv;
+                    bi = ki;
+                }
+            }
+            sh[red + (2 * slots)] = Interop.IntAsFloat(bi);
+        }
+        Group.Barrier();
+        int result = (int)Interop.FloatAsInt(sh[red + (2 * slots)]);
+        Group.Barrier();
+        return result;
     }
 }

@@ -1,10 +1,8 @@
 using System.Reflection;
 using ILGPU;
-using ILGPU.Backends.EntryPoints;
-using ILGPU.Backends.OpenCL;
-using ILGPU.Runtime;
 using ILGPU.Runtime.OpenCL;
 using Qtip.Kernels.Llama;
+using Qtip.Testing;
 using Xunit;
 
 namespace Qtip.Kernels.Tests.Llama;
@@ -47,34 +45,8 @@ public sealed class OpenCLCompileTests
         return kernels;
     }
 
-    private static (int Compiled, List<string> Failures) CompileAll(IEnumerable<MethodInfo> kernels)
-    {
-        using var context = Context.Create(b => b.Optimize(OptimizationLevel.O2).EnableAlgorithms());
-        var backend = new CLBackend(context, NoFloat16(), CLDeviceVendor.Other, CLCVersion.CL20);
-        var failures = new List<string>();
-        int compiled = 0;
-        foreach (var kernel in kernels)
-        {
-            bool implicitly = kernel.GetParameters()[0].ParameterType == typeof(Index1D);
-            var entry = implicitly ? EntryPointDescription.FromImplicitlyGroupedKernel(kernel) : EntryPointDescription.FromExplicitlyGroupedKernel(kernel);
-            string name = $"{kernel.DeclaringType!.Name}.{kernel.Name}<{string.Join(", ", kernel.GetGenericArguments().Select(a => a.Name))}>";
-            try
-            {
-                var result = (CLCompiledKernel)backend.Compile(entry, new KernelSpecialization(1024, null));
-                if (result.Source.Contains("sub_group", StringComparison.Ordinal))
-                    failures.Add($"{name}: uses sub-group functions");
-                compiled++;
-            }
-            catch (Exception e)
-            {
-                var inner = e;
-                while (inner.InnerException is not null)
-                    inner = inner.InnerException;
-                failures.Add($"{name}: {inner.GetType().Name}: {inner.Message.Split('\n')[0]}");
-            }
-        }
-        return (compiled, failures);
-    }
+    private static (int Compiled, List<string> Failures) CompileAll(IEnumerable<MethodInfo> kernels) =>
+        OpenCLSource.CompileAll(kernels, NoFloat16());
 
     [Fact]
     public void SerialFp32Kernels_CompileWithoutFloat16OrSubGroups()

@@ -1,11 +1,7 @@
 using System.Reflection;
-using ILGPU;
-using ILGPU.Backends.EntryPoints;
-using ILGPU.Backends.OpenCL;
-using ILGPU.Runtime;
-using ILGPU.Runtime.OpenCL;
 using Qtip.Kernels.Runtime;
 using Qtip.Kernels.Trellis;
+using Qtip.Testing;
 using Xunit;
 
 namespace Qtip.Quant.Tests.Trellis;
@@ -23,35 +19,8 @@ public sealed class OpenCLCompileTests
         .Where(t => t.IsValueType && !t.IsGenericTypeDefinition && !t.IsEnum && t != typeof(WarpReduction))
         .ToArray();
 
-    private static (int Compiled, List<string> Failures) CompileAll(IEnumerable<MethodInfo> kernels)
-    {
-        using var context = Context.Create(b => b.Optimize(OptimizationLevel.O2).EnableAlgorithms());
-        var backend = new CLBackend(context, new CLCapabilityContext(true, true, true, true, true), CLDeviceVendor.Other, CLCVersion.CL20);
-        var failures = new List<string>();
-        int compiled = 0;
-        foreach (var kernel in kernels)
-        {
-            var parameters = kernel.GetParameters();
-            bool implicitlyGrouped = parameters.Length > 0 && parameters[0].ParameterType.Name.StartsWith("Index", StringComparison.Ordinal);
-            var entry = implicitlyGrouped ? EntryPointDescription.FromImplicitlyGroupedKernel(kernel) : EntryPointDescription.FromExplicitlyGroupedKernel(kernel);
-            string name = $"{kernel.DeclaringType!.Name}.{kernel.Name}<{string.Join(", ", kernel.GetGenericArguments().Select(a => a.Name))}>";
-            try
-            {
-                var result = (CLCompiledKernel)backend.Compile(entry, new KernelSpecialization(1024, null));
-                if (result.Source.Contains("sub_group", StringComparison.Ordinal))
-                    failures.Add($"{name}: uses sub-group functions");
-                compiled++;
-            }
-            catch (Exception e)
-            {
-                var inner = e;
-                while (inner.InnerException is not null)
-                    inner = inner.InnerException;
-                failures.Add($"{name}: {inner.GetType().Name}: {inner.Message.Split('\n')[0]}");
-            }
-        }
-        return (compiled, failures);
-    }
+    private static (int Compiled, List<string> Failures) CompileAll(IEnumerable<MethodInfo> kernels) =>
+        OpenCLSource.CompileAll(kernels, OpenCLSource.AllCapabilities());
 
     /// <summary>Every closing of <paramref name="parameters"/> by the structs that satisfy their interface constraints.</summary>
     private static IEnumerable<Type[]> Closings(Type[] parameters)
