@@ -58,7 +58,6 @@ public sealed class BlockLdl : IKernelSet<BlockLdl>
         status.SubView(0, 1).MemSetToZero(stream);
         int nb = n / Block;
         int groupSize = Math.Min(device.MaxGroupSize, 256);
-        int rowGroups = Math.Max(1, (n + groupSize - 1) / groupSize);
         for (int j = 0; j < nb; j++)
         {
             var p = new StepParams(n, j);
@@ -66,7 +65,7 @@ public sealed class BlockLdl : IKernelSet<BlockLdl>
             int trailing = nb - j - 1;
             if (trailing == 0)
                 break;
-            trsm(stream, device.Kind == BackendKind.Cpu ? device.LoopConfig(n) : new KernelConfig(rowGroups, groupSize), h, p);
+            trsm(stream, device.LoopConfig(n, groupSize), h, p);
             if (device.Kind == BackendKind.Cpu)
                 syrkDirect(stream, new KernelConfig(4 * Math.Max(1, device.Accelerator.NumMultiprocessors), 2), h, p);
             else
@@ -112,17 +111,24 @@ public sealed class BlockLdl : IKernelSet<BlockLdl>
 
     private const int Pitch = Block + 1;
 
-    /// <summary>Cholesky of the diagonal block J in shared memory (one group).</summary>
-    internal static void PotrfDiagonalKernel(ArrayView<double> h, ArrayView<int> status, StepParams p)
+    /// <summary>The group copies diagonal block J of h into <paramref name="s"/> (shared, rows padded to <see cref="Pitch"/>); no barrier.</summary>
+    private static void LoadDiagonalBlock(ArrayView<double> h, StepParams p, ArrayView<double> s)
     {
-        var s = SharedMemory.Allocate<double>(Block * Pitch);
-        int tid = Group.IdxX, gs = Group.DimX;
         long j0 = (long)p.BlockIndex * Block;
-        for (int e = tid; e < Block * Block; e += gs)
+        for (int e = Group.IdxX; e < Block * Block; e += Group.DimX)
         {
             int r = e / Block, c = e - (r * Block);
             s[(r * Pitch) + c] = h[((j0 + r) * p.N) + j0 + c];
         }
+    }
+
+    /// <summary>Cholesky of the diagonal block J in shared memory (one group).</summary>
+    internal static void PotrfDiagonalKernel(ArrayView<double> h, ArrayView<int> status, StepParams p)
+    {
+        var s = SharedMemory.Allocate<double>(Block * Pitch);
+        LoadDiagonalBlock(h, p, s);
+        int tid = Group.IdxX, gs = Group.DimX;
+        long j0 = (long)p.BlockIndex * Block;
         Group.Barrier();
         for (int k = 0; k < Block; k++)
         {
@@ -161,13 +167,9 @@ public sealed class BlockLdl : IKernelSet<BlockLdl>
     internal static void TrsmPanelKernel(ArrayView<double> h, StepParams p)
     {
         var c = SharedMemory.Allocate<double>(Block * Pitch);
-        int tid = Group.IdxX, gs = Group.DimX;
+        LoadDiagonalBlock(h, p, c);
+        int gs = Group.DimX;
         long j0 = (long)p.BlockIndex * Block;
-        for (int e = tid; e < Block * Block; e += gs)
-        {
-            int r = e / Block, col = e - (r * Block);
-            c[(r * Pitch) + col] = h[((j0 + r) * p.N) + j0 + col];
-        }
         Group.Barrier();
         for (long i = j0 + Block + Grid.GlobalIndex.X; i < p.N; i += (long)Grid.DimX * gs)
         {

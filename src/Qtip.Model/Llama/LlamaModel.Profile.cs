@@ -75,12 +75,7 @@ public sealed partial class LlamaModel
             Add($"rmsnorm+residual {dim}", layerCount, () => Norm(w.InputNorm.View), 0);
             Add($"q|k|v {qkvShape}", layerCount, () =>
             {
-                if (!TryFusedQkv(w, 1, xbv))
-                {
-                    w.Q.Forward(xbv, q, 1, s);
-                    w.K.Forward(xbv, k, 1, s);
-                    w.V.Forward(xbv, v, 1, s);
-                }
+                ProjectQkv(w, 1, xbv, q, k, v);
             }, qkvBytes);
             Add("rope + kv cache", layerCount, () => device.Get<Rope>().Apply(q, qDim, k, kvDim, v, kvDim, kc, vc,
                 ropeCos.View, ropeSin.View, 1, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s), 0);
@@ -106,12 +101,7 @@ public sealed partial class LlamaModel
             Add($"rmsnorm+residual {dim}", layerCount, () => Norm(w.PostNorm.View), 0);
             Add($"gate|up+swiglu {mlpShape}", layerCount, () =>
             {
-                if (!TryFusedGateUp(w, 1, xbv, hbv))
-                {
-                    w.Gate.Forward(xbv, hbv, 1, s);
-                    w.Up.Forward(xbv, hb2.View.SubView(0, hidden), 1, s);
-                    device.Get<SwiGlu>().Apply(hbv, hb2.View.SubView(0, hidden), hbv, hidden, s);
-                }
+                GateUpSwiGlu(w, 1, xbv, hbv);
             }, Bytes(w.Gate) + Bytes(w.Up));
         }
         Add(lp.DownAdds ? $"down+residual {dim}×{hidden}" : $"down {dim}×{hidden}", layerCount, () => AddInto(w.Down, hbv, xv, xb2v), Bytes(w.Down));

@@ -360,12 +360,7 @@ public sealed partial class LlamaModel : IDisposable
             observer?.OnLinearInput(l, LinearInput.Attention, xbv.SubView(0, (long)rows * dim), rows, dim, s);
 
             // q (rows, qDim) = xb·Wqᵀ; k, v (rows, kvDim) = xb·Wkᵀ, xb·Wvᵀ
-            if (!TryFusedQkv(w, rows, xbv))
-            {
-                w.Q.Forward(xbv, q, rows, s);
-                w.K.Forward(xbv, k, rows, s);
-                w.V.Forward(xbv, v, rows, s);
-            }
+            ProjectQkv(w, rows, xbv, q, k, v);
 
             // RoPE on q, k; k, v → cache[pos0 .. pos0+rows)
             device.Get<Rope>().Apply(q, qDim, k, kvDim, v, kvDim, keyCache[l].View, valueCache[l].View, ropeCos.View, ropeSin.View,
@@ -386,13 +381,7 @@ public sealed partial class LlamaModel : IDisposable
 
             // hb (rows, hidden) = silu(xb·Wgateᵀ) ⊙ (xb·Wupᵀ)
             var hbv = view(hb, (long)rows * hidden);
-            if (!TryFusedGateUp(w, rows, xbv, hbv))
-            {
-                var hb2v = view(hb2, (long)rows * hidden);
-                w.Gate.Forward(xbv, hbv, rows, s);
-                w.Up.Forward(xbv, hb2v, rows, s);
-                device.Get<SwiGlu>().Apply(hbv, hb2v, hbv, (long)rows * hidden, s);
-            }
+            GateUpSwiGlu(w, rows, xbv, hbv);
             observer?.OnLinearInput(l, LinearInput.MlpHidden, hbv, rows, hidden, s);
 
             // xb2 (rows, dim) = hb·Wdownᵀ   (added to x by the next norm)
@@ -473,12 +462,7 @@ public sealed partial class LlamaModel : IDisposable
             else
             {
                 norm.Apply(xv, pending ? xb2v : null, w.InputNorm.View, xbv, 1, dim, eps, s);
-                if (!TryFusedQkv(w, 1, xbv))
-                {
-                    w.Q.Forward(xbv, q, 1, s);
-                    w.K.Forward(xbv, k, 1, s);
-                    w.V.Forward(xbv, v, 1, s);
-                }
+                ProjectQkv(w, 1, xbv, q, k, v);
                 device.Get<Rope>().Apply(q, qDim, k, kvDim, v, kvDim, kc, vc, ropeCos.View, ropeSin.View, 1, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s);
             }
 
@@ -502,13 +486,7 @@ public sealed partial class LlamaModel : IDisposable
             else
             {
                 norm.Apply(xv, pending ? xb2v : null, w.PostNorm.View, xbv, 1, dim, eps, s);
-                if (!TryFusedGateUp(w, 1, xbv, hbv))
-                {
-                    var hb2v = hb2.View.SubView(0, hidden);
-                    w.Gate.Forward(xbv, hbv, 1, s);
-                    w.Up.Forward(xbv, hb2v, 1, s);
-                    device.Get<SwiGlu>().Apply(hbv, hb2v, hbv, hidden, s);
-                }
+                GateUpSwiGlu(w, 1, xbv, hbv);
             }
 
             // x += hb·Wdownᵀ
@@ -599,28 +577,45 @@ public sealed partial class LlamaModel : IDisposable
         return decodePlan;
     }
 
-    private bool TryFusedQkv(LayerWeights w, int rows, ArrayView<float> input)
+    /// <summary>
+    /// q (rows, qDim), k, v (rows, kvDim) = input·Wqᵀ, input·Wkᵀ, input·Wvᵀ: one stacked launch for a single row of dense
+    /// fusable weights (q, k, v are consecutive in <c>qkv</c>), else each linear on its own.
+    /// </summary>
+    private void ProjectQkv(LayerWeights w, int rows, ArrayView<float> input, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v)
     {
-        if (rows != 1 || w.Q is not DenseLinear q || w.K is not DenseLinear k || w.V is not DenseLinear v || !q.CanFuseWith(k) || !q.CanFuseWith(v))
-            return false;
-        var mv = device.Get<MatVec>();
-        if (q.Precision == WeightPrecision.Float16)
-            mv.Apply(q.HalfWeights, q.OutFeatures, k.HalfWeights, k.OutFeatures, v.HalfWeights, v.OutFeatures, input, qkv.View, q.InFeatures, Stream);
-        else
-            mv.Apply(q.FloatWeights, q.OutFeatures, k.FloatWeights, k.OutFeatures, v.FloatWeights, v.OutFeatures, input, qkv.View, q.InFeatures, Stream);
-        return true;
+        if (rows == 1 && w.Q is DenseLinear dq && w.K is DenseLinear dk && w.V is DenseLinear dv && dq.CanFuseWith(dk) && dq.CanFuseWith(dv))
+        {
+            var mv = device.Get<MatVec>();
+            if (dq.Precision == WeightPrecision.Float16)
+                mv.Apply(dq.HalfWeights, dq.OutFeatures, dk.HalfWeights, dk.OutFeatures, dv.HalfWeights, dv.OutFeatures, input, qkv.View, dq.InFeatures, Stream);
+            else
+                mv.Apply(dq.FloatWeights, dq.OutFeatures, dk.FloatWeights, dk.OutFeatures, dv.FloatWeights, dv.OutFeatures, input, qkv.View, dq.InFeatures, Stream);
+            return;
+        }
+        w.Q.Forward(input, q, rows, Stream);
+        w.K.Forward(input, k, rows, Stream);
+        w.V.Forward(input, v, rows, Stream);
     }
 
-    private bool TryFusedGateUp(LayerWeights w, int rows, ArrayView<float> input, ArrayView<float> output)
+    /// <summary>
+    /// hb (rows, hidden) = silu(input·Wgateᵀ) ⊙ (input·Wupᵀ): one launch for a single row of dense fusable weights, else
+    /// gate and up on their own (up into hb2) and the SwiGLU kernel.
+    /// </summary>
+    private void GateUpSwiGlu(LayerWeights w, int rows, ArrayView<float> input, ArrayView<float> hbv)
     {
-        if (rows != 1 || w.Gate is not DenseLinear g || w.Up is not DenseLinear u || !g.CanFuseWith(u) || g.OutFeatures != u.OutFeatures)
-            return false;
-        var mv = device.Get<MatVec>();
-        if (g.Precision == WeightPrecision.Float16)
-            mv.SwiGlu(g.HalfWeights, u.HalfWeights, g.OutFeatures, input, output, g.InFeatures, Stream);
-        else
-            mv.SwiGlu(g.FloatWeights, u.FloatWeights, g.OutFeatures, input, output, g.InFeatures, Stream);
-        return true;
+        if (rows == 1 && w.Gate is DenseLinear g && w.Up is DenseLinear u && g.CanFuseWith(u) && g.OutFeatures == u.OutFeatures)
+        {
+            var mv = device.Get<MatVec>();
+            if (g.Precision == WeightPrecision.Float16)
+                mv.SwiGlu(g.HalfWeights, u.HalfWeights, g.OutFeatures, input, hbv, g.InFeatures, Stream);
+            else
+                mv.SwiGlu(g.FloatWeights, u.FloatWeights, g.OutFeatures, input, hbv, g.InFeatures, Stream);
+            return;
+        }
+        var hb2v = hb2.View.SubView(0, hbv.Length);
+        w.Gate.Forward(input, hbv, rows, Stream);
+        w.Up.Forward(input, hb2v, rows, Stream);
+        device.Get<SwiGlu>().Apply(hbv, hb2v, hbv, hbv.Length, Stream);
     }
 
     // ---------------------------------------------------------------- scoring and selection

@@ -115,71 +115,60 @@ public sealed class QtipLinear : ILinearLayer
     }
 
     /// <summary>Ŵ (m×n, the rotated, Wscale-free decoded matrix) into <paramref name="destination"/>.</summary>
-    public void DecodeDense(ArrayView<float> destination, AcceleratorStream stream)
+    public void DecodeDense(ArrayView<float> destination, AcceleratorStream stream) =>
+        ForCode(new DecodeOp(this, destination, stream));
+
+    /// <summary>y (m) = Ŵ · xr (n), the fused trellis-decode matrix–vector product.</summary>
+    private void MatVec(ArrayView<float> xr, ArrayView<float> y, AcceleratorStream stream) =>
+        ForCode(new MatVecOp(this, xr, y, stream));
+
+    /// <summary>An operation over the stored trellis, instantiated for the code and layout type arguments.</summary>
+    private interface ICodeOp
     {
-        int tiles = (OutFeatures / 16) * (InFeatures / 16);
-        var s = Spec;
-        switch (s.Code, s.Layout)
-        {
-            case (TrellisCodeKind.Hyb, TileLayoutKind.Kernel):
-                Decode<HybCode, KernelLayout>(tiles, destination, stream);
-                break;
-            case (TrellisCodeKind.Hyb, _):
-                Decode<HybCode, GenericLayout>(tiles, destination, stream);
-                break;
-            case (TrellisCodeKind.OneMad, _):
-                Decode<OneMadCode, GenericLayout>(tiles, destination, stream);
-                break;
-            case (TrellisCodeKind.ThreeInst, _):
-                Decode<ThreeInstCode, GenericLayout>(tiles, destination, stream);
-                break;
-            case (TrellisCodeKind.Lut, _) when s.V == 1:
-                Decode<Lut1Code, GenericLayout>(tiles, destination, stream);
-                break;
-            case (TrellisCodeKind.Lut, _):
-                Decode<Lut2Code, GenericLayout>(tiles, destination, stream);
-                break;
-            default:
-                throw new InvalidOperationException($"no decoder for {s}");
-        }
+        void Run<TCode, TLayout>() where TCode : struct, ITrellisCode where TLayout : struct, ITileLayout;
     }
 
-    private void Decode<TCode, TLayout>(int tiles, ArrayView<float> destination, AcceleratorStream stream)
-        where TCode : struct, ITrellisCode where TLayout : struct, ITileLayout =>
-        device.Get<TrellisDecode<TCode, TLayout>>().Apply(trellis.View, tiles, Spec.L, Spec.K, 256, DecodeOutput.Matrix,
-            table.View, destination, default, OutFeatures, InFeatures, stream);
-
-    private void MatVec(ArrayView<float> xr, ArrayView<float> y, AcceleratorStream stream)
+    /// <summary>Runs <paramref name="op"/> with the code and layout structs of <see cref="Spec"/>: the one place that maps them.</summary>
+    private void ForCode<TOp>(TOp op) where TOp : ICodeOp
     {
         var s = Spec;
         switch (s.Code, s.Layout)
         {
             case (TrellisCodeKind.Hyb, TileLayoutKind.Kernel):
-                Mv<HybCode, KernelLayout>(xr, y, stream);
+                op.Run<HybCode, KernelLayout>();
                 break;
             case (TrellisCodeKind.Hyb, _):
-                Mv<HybCode, GenericLayout>(xr, y, stream);
+                op.Run<HybCode, GenericLayout>();
                 break;
             case (TrellisCodeKind.OneMad, _):
-                Mv<OneMadCode, GenericLayout>(xr, y, stream);
+                op.Run<OneMadCode, GenericLayout>();
                 break;
             case (TrellisCodeKind.ThreeInst, _):
-                Mv<ThreeInstCode, GenericLayout>(xr, y, stream);
+                op.Run<ThreeInstCode, GenericLayout>();
                 break;
             case (TrellisCodeKind.Lut, _) when s.V == 1:
-                Mv<Lut1Code, GenericLayout>(xr, y, stream);
+                op.Run<Lut1Code, GenericLayout>();
                 break;
             case (TrellisCodeKind.Lut, _):
-                Mv<Lut2Code, GenericLayout>(xr, y, stream);
+                op.Run<Lut2Code, GenericLayout>();
                 break;
             default:
-                throw new InvalidOperationException($"no decode-matvec for {s}");
+                throw new InvalidOperationException($"no trellis kernels for {s}");
         }
     }
 
-    private void Mv<TCode, TLayout>(ArrayView<float> xr, ArrayView<float> y, AcceleratorStream stream)
-        where TCode : struct, ITrellisCode where TLayout : struct, ITileLayout =>
-        device.Get<TrellisMatVec<TCode, TLayout>>().Apply(trellis.View, OutFeatures, InFeatures, Spec.L, Spec.K, table.View, xr, y, stream);
+    private readonly struct DecodeOp(QtipLinear q, ArrayView<float> destination, AcceleratorStream stream) : ICodeOp
+    {
+        public void Run<TCode, TLayout>() where TCode : struct, ITrellisCode where TLayout : struct, ITileLayout =>
+            q.device.Get<TrellisDecode<TCode, TLayout>>().Apply(q.trellis.View, (q.OutFeatures / 16) * (q.InFeatures / 16), q.Spec.L, q.Spec.K, 256,
+                DecodeOutput.Matrix, q.table.View, destination, default, q.OutFeatures, q.InFeatures, stream);
+    }
+
+    private readonly struct MatVecOp(QtipLinear q, ArrayView<float> xr, ArrayView<float> y, AcceleratorStream stream) : ICodeOp
+    {
+        public void Run<TCode, TLayout>() where TCode : struct, ITrellisCode where TLayout : struct, ITileLayout =>
+            q.device.Get<TrellisMatVec<TCode, TLayout>>().Apply(q.trellis.View, q.OutFeatures, q.InFeatures, q.Spec.L, q.Spec.K, q.table.View, xr, y, stream);
+    }
 
     public void Dispose()
     {
