@@ -6,7 +6,8 @@ namespace Qtip.Kernels.Runtime;
 
 /// <summary>
 /// ILGPU P/Invokes "cuda" and "OpenCL"; .NET probes libcuda.so / libOpenCL.so, which driver-only installs do
-/// not ship (only the *.so.1 names). Without this resolver ILGPU silently finds no device on such machines.
+/// not ship (only the *.so.1 names). Without this resolver ILGPU silently finds no device on such machines. It is also
+/// the one hook that runs before any native GPU library loads, so it applies <see cref="PoclSettings"/> there.
 /// </summary>
 public static class NativeLibraries
 {
