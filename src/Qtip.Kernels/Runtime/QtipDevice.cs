@@ -94,12 +94,31 @@ public sealed partial class QtipDevice : IDisposable
 
     public override string ToString() => $"{Kind.Name()}: {Accelerator.Name}";
 
+    /// <summary>Frees the kernel sets, the accelerator and the context. Never throws: it runs while an error unwinds
+    /// (a <c>using</c>), and an exception here would replace the one that says what went wrong. ILGPU 1.5.3 throws a
+    /// NullReferenceException from <see cref="Accelerator.Dispose()"/> when a zero-length buffer was allocated on it.</summary>
     public void Dispose()
     {
         foreach (var set in kernelSets.Values)
-            (set as IDisposable)?.Dispose();
+        {
+            try
+            {
+                (set as IDisposable)?.Dispose();
+            }
+            catch (Exception e) when (e is NullReferenceException or ObjectDisposedException or InvalidOperationException)
+            {
+                // Best effort: the process is releasing the device anyway.
+            }
+        }
         kernelSets.Clear();
-        Accelerator.Dispose();
+        try
+        {
+            Accelerator.Dispose();
+        }
+        catch (NullReferenceException)
+        {
+            // ILGPU 1.5.3: disposing a zero-length MemoryBuffer (a child of the accelerator) dereferences null.
+        }
         Context.Dispose();
     }
 }

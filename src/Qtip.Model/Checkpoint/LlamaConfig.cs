@@ -41,6 +41,7 @@ public sealed record LlamaConfig
     public static LlamaConfig Load(string path)
     {
         path = Path.GetFullPath(path);
+        InputFiles.RequireRegular(path, "config.json");
         byte[] bytes;
         try
         {
@@ -67,88 +68,131 @@ public sealed record LlamaConfig
 
     public static LlamaConfig Parse(ReadOnlySpan<byte> json, string path = "config.json")
     {
-        JsonDocument doc;
+        using var doc = InputFiles.ParseJson(json.ToArray(), path);
         try
         {
-            doc = JsonDocument.Parse(json.ToArray());
+            return Read(doc, path);
         }
-        catch (JsonException e)
+        catch (InvalidOperationException e)
         {
-            throw new ModelFormatException(path, null, $"not valid JSON: {e.Message}", e);
-        }
-        using (doc)
-        {
-            var r = doc.RootElement;
-            if (r.ValueKind != JsonValueKind.Object)
-                throw new ModelFormatException(path, null, "not a JSON object");
-            var p = new Reader(r, path);
-            string modelType = p.String("model_type") ?? throw Bad(path, "has no \"model_type\"");
-            if (modelType != "llama")
-                throw Bad(path, $"unsupported model_type '{modelType}' (only 'llama' is supported)");
-            var arch = p.StringArray("architectures");
-            if (arch.Count > 0 && !arch.Contains("LlamaForCausalLM"))
-                throw Bad(path, $"unsupported architectures [{string.Join(", ", arch)}] (expected LlamaForCausalLM)");
-            string act = p.String("hidden_act") ?? "silu";
-            if (act != "silu")
-                throw Bad(path, $"unsupported hidden_act '{act}' (Llama uses silu)");
-            if (p.Bool("attention_bias") == true || p.Bool("mlp_bias") == true)
-                throw Bad(path, "attention_bias / mlp_bias are not supported (Llama has no biases)");
-
-            int hidden = p.RequiredInt("hidden_size");
-            int heads = p.RequiredInt("num_attention_heads");
-            int kvHeads = p.Int("num_key_value_heads") ?? heads;
-            int? headDimKey = p.Int("head_dim");
-            if (headDimKey is null && hidden % heads != 0)
-                throw Bad(path, $"hidden_size {hidden} is not divisible by num_attention_heads {heads}");
-            int headDim = headDimKey ?? hidden / heads;
-            if (headDim <= 0 || headDim % 2 != 0)
-                throw Bad(path, $"head_dim {headDim} must be a positive even number (RoPE rotates pairs)");
-            if (kvHeads <= 0 || heads % kvHeads != 0)
-                throw Bad(path, $"num_attention_heads {heads} is not divisible by num_key_value_heads {kvHeads}");
-
-            var ropeParams = r.TryGetProperty("rope_parameters", out var rp) && rp.ValueKind == JsonValueKind.Object ? rp : (JsonElement?)null;
-            double theta = ropeParams is { } rpe && rpe.TryGetProperty("rope_theta", out var t1) && t1.ValueKind == JsonValueKind.Number
-                ? t1.GetDouble()
-                : p.Double("rope_theta") ?? 10000.0;
-            var scalingElement = ropeParams ?? (r.TryGetProperty("rope_scaling", out var rs) && rs.ValueKind == JsonValueKind.Object ? rs : null);
-            var scaling = ParseScaling(scalingElement, path);
-
-            var eos = new List<int>();
-            if (r.TryGetProperty("eos_token_id", out var e))
-            {
-                if (e.ValueKind == JsonValueKind.Number)
-                    eos.Add(e.GetInt32());
-                else if (e.ValueKind == JsonValueKind.Array)
-                    eos.AddRange(e.EnumerateArray().Select(x => x.GetInt32()));
-            }
-            var cfg = new LlamaConfig
-            {
-                ModelType = modelType,
-                Architectures = arch,
-                HiddenSize = hidden,
-                IntermediateSize = p.RequiredInt("intermediate_size"),
-                NumHiddenLayers = p.RequiredInt("num_hidden_layers"),
-                NumAttentionHeads = heads,
-                NumKeyValueHeads = kvHeads,
-                HeadDim = headDim,
-                VocabSize = p.RequiredInt("vocab_size"),
-                MaxPositionEmbeddings = p.Int("max_position_embeddings") ?? 2048,
-                RmsNormEps = p.Double("rms_norm_eps") ?? 1e-6,
-                RopeTheta = theta,
-                RopeScaling = scaling,
-                TieWordEmbeddings = p.Bool("tie_word_embeddings") ?? false,
-                BosTokenId = p.Int("bos_token_id") ?? 1,
-                EosTokenIds = eos.Count > 0 ? eos : [2],
-                TorchDtype = p.String("dtype") ?? p.String("torch_dtype"),
-            };
-            foreach (var (name, v) in new[] { ("hidden_size", cfg.HiddenSize), ("intermediate_size", cfg.IntermediateSize), ("num_hidden_layers", cfg.NumHiddenLayers), ("num_attention_heads", heads), ("vocab_size", cfg.VocabSize), ("max_position_embeddings", cfg.MaxPositionEmbeddings) })
-            {
-                if (v <= 0)
-                    throw Bad(path, $"{name} must be positive (got {v})");
-            }
-            return cfg;
+            // A JSON string that escapes an unpaired surrogate ("\ud800") cannot become a .NET string.
+            throw new ModelFormatException(path, null, $"holds a string that is not valid text: {e.Message}", e);
         }
     }
+
+    private static LlamaConfig Read(JsonDocument doc, string path)
+    {
+        var r = doc.RootElement;
+        if (r.ValueKind != JsonValueKind.Object)
+            throw new ModelFormatException(path, null, "not a JSON object");
+        var p = new Reader(r, path);
+        string modelType = p.String("model_type") ?? throw Bad(path, "has no \"model_type\"");
+        if (modelType != "llama")
+            throw Bad(path, $"unsupported model_type '{modelType}' (only 'llama' is supported)");
+        var arch = p.StringArray("architectures");
+        if (arch.Count > 0 && !arch.Contains("LlamaForCausalLM"))
+            throw Bad(path, $"unsupported architectures [{string.Join(", ", arch)}] (expected LlamaForCausalLM)");
+        string act = p.String("hidden_act") ?? "silu";
+        if (act != "silu")
+            throw Bad(path, $"unsupported hidden_act '{act}' (Llama uses silu)");
+        if (p.Bool("attention_bias") == true || p.Bool("mlp_bias") == true)
+            throw Bad(path, "attention_bias / mlp_bias are not supported (Llama has no biases)");
+
+        int hidden = p.RequiredInt("hidden_size");
+        int heads = p.RequiredInt("num_attention_heads");
+        if (hidden <= 0)
+            throw Bad(path, $"hidden_size must be positive (got {hidden})");
+        if (heads <= 0)
+            throw Bad(path, $"num_attention_heads must be positive (got {heads})");
+        int kvHeads = p.Int("num_key_value_heads") ?? heads;
+        int? headDimKey = p.Int("head_dim");
+        if (headDimKey is null && hidden % heads != 0)
+            throw Bad(path, $"hidden_size {hidden} is not divisible by num_attention_heads {heads}");
+        int headDim = headDimKey ?? hidden / heads;
+        if (headDim <= 0 || headDim % 2 != 0)
+            throw Bad(path, $"head_dim {headDim} must be a positive even number (RoPE rotates pairs)");
+        if (kvHeads <= 0 || heads % kvHeads != 0)
+            throw Bad(path, $"num_attention_heads {heads} is not divisible by num_key_value_heads {kvHeads}");
+
+        var ropeParams = r.TryGetProperty("rope_parameters", out var rp) && rp.ValueKind == JsonValueKind.Object ? rp : (JsonElement?)null;
+        double theta = ropeParams is { } rpe && rpe.TryGetProperty("rope_theta", out var t1) && t1.ValueKind == JsonValueKind.Number
+            ? new Reader(rpe, path).Double("rope_theta")!.Value
+            : p.Double("rope_theta") ?? 10000.0;
+        var scalingElement = ropeParams ?? (r.TryGetProperty("rope_scaling", out var rs) && rs.ValueKind == JsonValueKind.Object ? rs : null);
+        var scaling = ParseScaling(scalingElement, path);
+
+        var eos = new List<int>();
+        if (r.TryGetProperty("eos_token_id", out var e))
+        {
+            if (e.ValueKind == JsonValueKind.Array)
+                eos.AddRange(e.EnumerateArray().Select(x => TokenId(x, "eos_token_id", path)));
+            else if (e.ValueKind != JsonValueKind.Null)
+                eos.Add(TokenId(e, "eos_token_id", path));
+        }
+        var cfg = new LlamaConfig
+        {
+            ModelType = modelType,
+            Architectures = arch,
+            HiddenSize = hidden,
+            IntermediateSize = p.RequiredInt("intermediate_size"),
+            NumHiddenLayers = p.RequiredInt("num_hidden_layers"),
+            NumAttentionHeads = heads,
+            NumKeyValueHeads = kvHeads,
+            HeadDim = headDim,
+            VocabSize = p.RequiredInt("vocab_size"),
+            MaxPositionEmbeddings = p.Int("max_position_embeddings") ?? 2048,
+            RmsNormEps = p.Double("rms_norm_eps") ?? 1e-6,
+            RopeTheta = theta,
+            RopeScaling = scaling,
+            TieWordEmbeddings = p.Bool("tie_word_embeddings") ?? false,
+            BosTokenId = p.Int("bos_token_id") ?? 1,
+            EosTokenIds = eos.Count > 0 ? eos : [2],
+            TorchDtype = p.String("dtype") ?? p.String("torch_dtype"),
+        };
+        foreach (var (name, v) in new[] { ("hidden_size", cfg.HiddenSize), ("intermediate_size", cfg.IntermediateSize), ("num_hidden_layers", cfg.NumHiddenLayers), ("num_attention_heads", heads), ("vocab_size", cfg.VocabSize), ("max_position_embeddings", cfg.MaxPositionEmbeddings) })
+        {
+            if (v <= 0)
+                throw Bad(path, $"{name} must be positive (got {v})");
+        }
+        CheckValues(cfg, path);
+        return cfg;
+    }
+
+    /// <summary>Values that would make every result NaN or garbage: refused here rather than reported as ppl NaN.</summary>
+    private static void CheckValues(LlamaConfig c, string path)
+    {
+        if (!(c.RopeTheta > 0) || !double.IsFinite(c.RopeTheta))
+            throw Bad(path, $"rope_theta must be a positive number (got {c.RopeTheta})");
+        if (!(c.RmsNormEps >= 0) || !double.IsFinite(c.RmsNormEps))
+            throw Bad(path, $"rms_norm_eps must be ≥ 0 (got {c.RmsNormEps})");
+        var s = c.RopeScaling;
+        if (s.Type != "default")
+        {
+            if (!(s.Factor > 0) || !double.IsFinite(s.Factor))
+                throw Bad(path, $"rope scaling '{s.Type}': factor must be positive (got {s.Factor})");
+            if (s.Type == "llama3")
+            {
+                if (!(s.LowFreqFactor > 0) || !(s.HighFreqFactor > s.LowFreqFactor) || !double.IsFinite(s.HighFreqFactor))
+                    throw Bad(path, $"rope scaling 'llama3': needs 0 < low_freq_factor < high_freq_factor (got {s.LowFreqFactor}, {s.HighFreqFactor})");
+                if (s.OriginalMaxPositionEmbeddings <= 0)
+                    throw Bad(path, $"rope scaling 'llama3': original_max_position_embeddings must be positive (got {s.OriginalMaxPositionEmbeddings})");
+            }
+        }
+        if (c.BosTokenId < 0 || c.BosTokenId >= c.VocabSize)
+            throw Bad(path, $"bos_token_id {c.BosTokenId} is outside the vocabulary [0, {c.VocabSize})");
+        foreach (int id in c.EosTokenIds)
+        {
+            if (id < 0 || id >= c.VocabSize)
+                throw Bad(path, $"eos_token_id {id} is outside the vocabulary [0, {c.VocabSize})");
+        }
+    }
+
+    private static int TokenId(JsonElement e, string key, string path) =>
+        e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int id)
+            ? id
+            : throw Bad(path, $"\"{key}\" holds {Shorten(e.GetRawText())}, not an integer token id");
+
+    private static string Shorten(string raw) => raw.Length <= 40 ? raw : raw[..40] + "…";
 
     private static RopeScaling ParseScaling(JsonElement? e, string path)
     {
@@ -185,7 +229,7 @@ public sealed record LlamaConfig
             if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
                 return null;
             if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out int i))
-                throw Bad(path, $"\"{key}\" is {v.GetRawText()}, not an integer");
+                throw Bad(path, $"\"{key}\" is {Shorten(v.GetRawText())}, not an integer");
             return i;
         }
 
@@ -195,9 +239,9 @@ public sealed record LlamaConfig
         {
             if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
                 return null;
-            if (v.ValueKind != JsonValueKind.Number)
-                throw Bad(path, $"\"{key}\" is {v.GetRawText()}, not a number");
-            return v.GetDouble();
+            if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out double d) || !double.IsFinite(d))
+                throw Bad(path, $"\"{key}\" is {Shorten(v.GetRawText())}, not a finite number");
+            return d;
         }
 
         public List<string> StringArray(string key) =>

@@ -63,6 +63,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     public static SafeTensorsFile Open(string path)
     {
         path = System.IO.Path.GetFullPath(path);
+        InputFiles.RequireRegular(path, "safetensors file");
         long length;
         byte[] header;
         try
@@ -126,40 +127,53 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         try
         {
             // Trailing spaces pad the header to an 8-byte boundary.
-            doc = JsonDocument.Parse(header.AsMemory().TrimEnd((byte)' '), new JsonDocumentOptions { MaxDepth = 16 });
+            doc = InputFiles.ParseJson(header.AsMemory().TrimEnd((byte)' '), path, maxDepth: 16);
         }
-        catch (JsonException e)
+        catch (ModelFormatException e)
         {
-            throw new ModelFormatException(path, null, $"the header is not valid JSON: {e.Message}", e);
+            throw new ModelFormatException(path, null, $"the header is {e.Message[(path.Length + 2)..]}", e);
         }
         using (doc)
         {
-            var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
-                throw new ModelFormatException(path, null, $"the JSON header is a {root.ValueKind}, not an object");
-            var tensors = new Dictionary<string, TensorInfo>(StringComparer.Ordinal);
-            var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
-            foreach (var prop in root.EnumerateObject())
+            try
             {
-                if (prop.Name == "__metadata__")
-                {
-                    if (prop.Value.ValueKind != JsonValueKind.Object)
-                        throw new ModelFormatException(path, null, "__metadata__ is not an object");
-                    foreach (var m in prop.Value.EnumerateObject())
-                    {
-                        if (m.Value.ValueKind != JsonValueKind.String)
-                            throw new ModelFormatException(path, null, $"__metadata__ entry '{m.Name}' is not a string");
-                        metadata[m.Name] = m.Value.GetString()!;
-                    }
-                    continue;
-                }
-                if (tensors.ContainsKey(prop.Name))
-                    throw new ModelFormatException(path, prop.Name, "named twice in the header");
-                tensors[prop.Name] = ParseTensor(path, prop.Name, prop.Value, dataLength);
+                return ReadHeader(path, doc, dataLength);
             }
-            CheckOverlaps(path, tensors.Values);
-            return (tensors, metadata);
+            catch (InvalidOperationException e)
+            {
+                // A name or string that escapes an unpaired surrogate ("\ud800") cannot become a .NET string.
+                throw new ModelFormatException(path, null, $"the header holds a string that is not valid text: {e.Message}", e);
+            }
         }
+    }
+
+    private static (Dictionary<string, TensorInfo>, IReadOnlyDictionary<string, string>) ReadHeader(string path, JsonDocument doc, long dataLength)
+    {
+        var root = doc.RootElement;
+        if (root.ValueKind != JsonValueKind.Object)
+            throw new ModelFormatException(path, null, $"the JSON header is a {root.ValueKind}, not an object");
+        var tensors = new Dictionary<string, TensorInfo>(StringComparer.Ordinal);
+        var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var prop in root.EnumerateObject())
+        {
+            if (prop.Name == "__metadata__")
+            {
+                if (prop.Value.ValueKind != JsonValueKind.Object)
+                    throw new ModelFormatException(path, null, "__metadata__ is not an object");
+                foreach (var m in prop.Value.EnumerateObject())
+                {
+                    if (m.Value.ValueKind != JsonValueKind.String)
+                        throw new ModelFormatException(path, null, $"__metadata__ entry '{m.Name}' is not a string");
+                    metadata[m.Name] = m.Value.GetString()!;
+                }
+                continue;
+            }
+            if (tensors.ContainsKey(prop.Name))
+                throw new ModelFormatException(path, prop.Name, "named twice in the header");
+            tensors[prop.Name] = ParseTensor(path, prop.Name, prop.Value, dataLength);
+        }
+        CheckOverlaps(path, tensors.Values);
+        return (tensors, metadata);
     }
 
     private static TensorInfo ParseTensor(string path, string name, JsonElement e, long dataLength)
@@ -186,7 +200,8 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         }
         if (!e.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2)
             throw new ModelFormatException(path, name, $"{dtype.Name()} {TensorInfo.ShapeString(shape)}: header entry has no \"data_offsets\" [begin, end] pair");
-        if (!off[0].TryGetInt64(out long begin) || !off[1].TryGetInt64(out long end) || begin < 0 || end < begin)
+        if (off[0].ValueKind != JsonValueKind.Number || off[1].ValueKind != JsonValueKind.Number
+            || !off[0].TryGetInt64(out long begin) || !off[1].TryGetInt64(out long end) || begin < 0 || end < begin)
             throw new ModelFormatException(path, name, $"{dtype.Name()} {TensorInfo.ShapeString(shape)}: data_offsets {off.GetRawText()} are not 0 ≤ begin ≤ end");
         if (end > dataLength)
             throw new ModelFormatException(path, name, $"{dtype.Name()} {TensorInfo.ShapeString(shape)}: data_offsets {off.GetRawText()} run past the end of the data section ({dataLength} bytes; the file is truncated or the offsets are wrong)");

@@ -76,30 +76,16 @@ public sealed class TensorStore : IDisposable
     private static TensorStore OpenSharded(string folder, string index)
     {
         Dictionary<string, string> weightMap;
-        try
+        using (var doc = InputFiles.ParseJson(index))
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(index));
-            if (doc.RootElement.ValueKind != JsonValueKind.Object
-                || !doc.RootElement.TryGetProperty("weight_map", out var wm) || wm.ValueKind != JsonValueKind.Object)
-                throw new ModelFormatException(index, null, "no \"weight_map\" object");
-            weightMap = new Dictionary<string, string>(StringComparer.Ordinal);
-            foreach (var p in wm.EnumerateObject())
+            try
             {
-                if (p.Value.ValueKind != JsonValueKind.String)
-                    throw new ModelFormatException(index, p.Name, "weight_map value is not a file name");
-                var shard = p.Value.GetString()!;
-                if (shard.Contains('/', StringComparison.Ordinal) || shard.Contains('\\', StringComparison.Ordinal) || shard == ".." || shard.Length == 0)
-                    throw new ModelFormatException(index, p.Name, $"shard name '{shard}' is not a plain file name");
-                weightMap[p.Name] = shard;
+                weightMap = ReadWeightMap(index, doc);
             }
-        }
-        catch (JsonException e)
-        {
-            throw new ModelFormatException(index, null, $"not valid JSON: {e.Message}", e);
-        }
-        catch (IOException e)
-        {
-            throw new ModelFormatException(index, null, $"cannot read: {e.Message}", e);
+            catch (InvalidOperationException e)
+            {
+                throw new ModelFormatException(index, null, $"holds a string that is not valid text: {e.Message}", e);
+            }
         }
 
         var files = new List<SafeTensorsFile>();
@@ -129,6 +115,30 @@ public sealed class TensorStore : IDisposable
             throw;
         }
     }
+
+    private static Dictionary<string, string> ReadWeightMap(string index, JsonDocument doc)
+    {
+        if (doc.RootElement.ValueKind != JsonValueKind.Object
+            || !doc.RootElement.TryGetProperty("weight_map", out var wm) || wm.ValueKind != JsonValueKind.Object)
+            throw new ModelFormatException(index, null, "no \"weight_map\" object");
+        var weightMap = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var p in wm.EnumerateObject())
+        {
+            if (p.Value.ValueKind != JsonValueKind.String)
+                throw new ModelFormatException(index, p.Name, "weight_map value is not a file name");
+            var shard = p.Value.GetString()!;
+            if (shard.Length == 0 || shard is "." or ".." || shard.Any(c => c is '/' or '\\' || char.IsControl(c)))
+                throw new ModelFormatException(index, p.Name, $"shard name '{Printable(shard)}' is not a plain file name");
+            weightMap[p.Name] = shard;
+        }
+        if (weightMap.Count == 0)
+            throw new ModelFormatException(index, null, "weight_map is empty: the index names no tensors");
+        return weightMap;
+    }
+
+    /// <summary>A name with control characters (NUL, newlines) shown as \uXXXX escapes.</summary>
+    private static string Printable(string s) =>
+        string.Concat(s.Select(c => char.IsControl(c) ? $"\\u{(int)c:X4}" : c.ToString()));
 
     public void Dispose()
     {

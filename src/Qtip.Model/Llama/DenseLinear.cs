@@ -93,16 +93,11 @@ public sealed class DenseLinear : ILinearLayer
             throw new ModelFormatException(t.File, name, $"shape {t.ShapeText} is not a matrix");
         int o = (int)t.Shape[0], i = (int)t.Shape[1];
         if (precision == WeightPrecision.Float32)
-        {
-            var f = store.ReadFloat32(name);
-            var b = device.Accelerator.Allocate1D<float>(f.Length);
-            ((ArrayView<float>)b.View).CopyFromCPU(f);
-            return Own(device, b, o, i);
-        }
+            return Own(device, FiniteWeights.Upload(device, store, name), o, i);
         return Own(device, UploadHalf(device, ReadHalfChecked(store, name)), o, i);
     }
 
-    /// <summary>A tensor converted to fp16, refusing values beyond fp16's range (they would become ∞).</summary>
+    /// <summary>A tensor converted to fp16, refusing non-finite values and values beyond fp16's range (they would become ∞).</summary>
     internal static Half[] ReadHalfChecked(TensorStore store, string name)
     {
         var t = store.Info(name);
@@ -110,13 +105,22 @@ public sealed class DenseLinear : ILinearLayer
         store.CopyFloat16(name, h);
         if (t.DType != SafeTensorsDType.F16)
         {
-            foreach (var v in h)
+            // Values finite in fp32/bf16 but beyond ±65504 become ∞ here: say so rather than "corrupt".
+            var f = store.FileOf(name);
+            for (int i = 0; i < h.Length; i++)
             {
-                if (Half.IsInfinity(v))
+                if (Half.IsInfinity(h[i]) && float.IsFinite(ElementAsFloat(f, t, i)))
                     throw new ModelFormatException(t.File, name, $"{t.DType.Name()} {t.ShapeText} holds values beyond the fp16 range (±65504); load it with fp32 weights");
             }
         }
+        FiniteWeights.Check(h, t);
         return h;
+    }
+
+    private static float ElementAsFloat(SafeTensorsFile f, TensorInfo t, int i)
+    {
+        var bytes = f.BytesAt(t, (long)i * t.DType.Size(), t.DType.Size());
+        return t.DType == SafeTensorsDType.F32 ? BitConverter.ToSingle(bytes) : BFloat16.ToSingle(BitConverter.ToUInt16(bytes));
     }
 
     internal static MemoryBuffer1D<ILGPU.Half, Stride1D.Dense> UploadHalf(QtipDevice device, ReadOnlySpan<Half> values)

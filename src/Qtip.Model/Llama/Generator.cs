@@ -38,6 +38,7 @@ public sealed class Generator(LlamaModel model)
         var generated = new List<int>(maxNewTokens);
         var sw = Stopwatch.StartNew();
         model.Prefill(promptIds.ToArray(), 0, LogitsMode.Last);
+        CheckLogits(promptIds.Count - 1);
         model.SelectNext(sampling.Temperature, sampling.TopK, sampling.TopP, Uniform());
         int next = model.ReadNextToken();
         double prefill = sw.Elapsed.TotalSeconds;
@@ -47,12 +48,22 @@ public sealed class Generator(LlamaModel model)
         int position = promptIds.Count;
         while (generated.Count < maxNewTokens && !(stopIds?.Contains(next) ?? false))
         {
-            model.DecodeStep(position++);
+            model.DecodeStep(position);
+            CheckLogits(position++);
             model.SelectNext(sampling.Temperature, sampling.TopK, sampling.TopP, Uniform());
             next = model.ReadNextToken();
             generated.Add(next);
             onToken?.Invoke(next);
         }
         return new GenerationResult(promptIds.ToArray(), [.. generated], prefill, sw.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>A NaN or ∞ logit would be "chosen" as some arbitrary id: an error naming the position instead.</summary>
+    private void CheckLogits(int position)
+    {
+        int bad = model.NonFiniteLogits();
+        if (bad > 0)
+            throw new InvalidInputException($"position {position}: {bad} of the {model.Config.VocabSize} logits are NaN or infinite " +
+                "(the weights or config.json overflow; with --weights f16 try f32)");
     }
 }

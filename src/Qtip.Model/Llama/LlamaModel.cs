@@ -153,12 +153,21 @@ public sealed partial class LlamaModel : IDisposable
             if (p == WeightPrecision.Float16)
                 eh = DenseLinear.UploadHalf(device, DenseLinear.ReadHalfChecked(store, LlamaNames.Embedding));
             else
-                ef = device.Accelerator.Allocate1D(store.ReadFloat32(LlamaNames.Embedding));
+                ef = FiniteWeights.Upload(device, store, LlamaNames.Embedding);
             for (int l = 0; l < c.NumHiddenLayers; l++)
             {
-                var lw = new LayerWeights(
-                    device.Accelerator.Allocate1D(store.ReadFloat32(LlamaNames.InputNorm(l))),
-                    device.Accelerator.Allocate1D(store.ReadFloat32(LlamaNames.PostAttentionNorm(l))));
+                var inputNorm = FiniteWeights.Upload(device, store, LlamaNames.InputNorm(l));
+                MemoryBuffer1D<float, Stride1D.Dense> postNorm;
+                try
+                {
+                    postNorm = FiniteWeights.Upload(device, store, LlamaNames.PostAttentionNorm(l));
+                }
+                catch
+                {
+                    inputNorm.Dispose();
+                    throw;
+                }
+                var lw = new LayerWeights(inputNorm, postNorm);
                 layerList.Add(lw);
                 foreach (var kind in LlamaNames.LayerLinears)
                 {
@@ -168,7 +177,7 @@ public sealed partial class LlamaModel : IDisposable
                         : DenseLinear.FromCheckpoint(device, store, LlamaNames.Linear(l, kind), p);
                 }
             }
-            norm = device.Accelerator.Allocate1D(store.ReadFloat32(LlamaNames.FinalNorm));
+            norm = FiniteWeights.Upload(device, store, LlamaNames.FinalNorm);
             head = checkpoint.TiedEmbeddings
                 ? (eh is not null ? DenseLinear.Wrap(device, eh, c.VocabSize, c.HiddenSize) : DenseLinear.Wrap(device, ef!, c.VocabSize, c.HiddenSize))
                 : DenseLinear.FromCheckpoint(device, store, LlamaNames.LmHead, p);
@@ -655,6 +664,11 @@ public sealed partial class LlamaModel : IDisposable
         ((ArrayView<int>)tokens.View).SubView(0, 1).CopyToCPU(hostToken);
         return hostToken[0];
     }
+
+    /// <summary>Number of NaN/±∞ values in logits row <paramref name="row"/> (one device pass; synchronises).</summary>
+    public int NonFiniteLogits(int row = 0) =>
+        device.Get<Qtip.Kernels.Trellis.FiniteCheck>().CountNonFinite(
+            ((ArrayView<float>)logits.View).SubView((long)row * Config.VocabSize, Config.VocabSize), Config.VocabSize, Stream);
 
     /// <summary>Copies logits row <paramref name="row"/> to the host.</summary>
     public float[] ReadLogits(int row = 0)

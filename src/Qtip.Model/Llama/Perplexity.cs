@@ -65,6 +65,9 @@ public static class Perplexity
         for (int w = 0; w < windows; w++)
         {
             var (s, n) = model.WindowNll(stream.AsSpan(w * context, context));
+            if (!double.IsFinite(s))
+                throw new InvalidInputException($"window {w} (tokens {(long)w * context}…{((long)(w + 1) * context) - 1} of the stream): the loss is {s}, not finite " +
+                    "(the weights or config.json overflow; with --weights f16 try f32)");
             sum += s;
             count += n;
             progress?.Invoke(w + 1, windows);

@@ -75,9 +75,15 @@ public sealed class QtipLinear : ILinearLayer
         var trellisInfo = store.Info(prefix + ".trellis");
         var words = store.FileOf(prefix + ".trellis").ReadAs<short>(trellisInfo, SafeTensorsDType.I16);
         var table = quip.TableRows > 0 ? store.ReadFloat32(prefix + ".tlut") : [];
+        var su = store.ReadFloat32(prefix + ".SU");
+        var sv = store.ReadFloat32(prefix + ".SV");
+        if (quip.TableRows > 0)
+            FiniteWeights.Check(table, store.Info(prefix + ".tlut"));
+        FiniteWeights.Check(su, store.Info(prefix + ".SU"));
+        FiniteWeights.Check(sv, store.Info(prefix + ".SV"));
         try
         {
-            return new QtipLinear(device, outFeatures, inFeatures, spec, words, store.ReadFloat32(prefix + ".SU"), store.ReadFloat32(prefix + ".SV"), table);
+            return new QtipLinear(device, outFeatures, inFeatures, spec, words, su, sv, table);
         }
         catch (ArgumentException e)
         {

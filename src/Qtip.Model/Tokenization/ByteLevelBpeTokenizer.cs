@@ -38,21 +38,24 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
 
     public int VocabSize { get; }
 
-    public static ByteLevelBpeTokenizer FromTokenizerJson(string path, int bosId, int eosId)
+    /// <param name="sentencePieceProblem">Why the folder's tokenizer.model could not be used (empty, not SentencePiece),
+    /// when there is one: named in the error if this tokenizer.json needs it.</param>
+    public static ByteLevelBpeTokenizer FromTokenizerJson(string path, int bosId, int eosId, string? sentencePieceProblem = null)
     {
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
+            using var doc = InputFiles.ParseJson(path);
             var root = doc.RootElement;
-            if (!root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object
+            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object
                 || !model.TryGetProperty("vocab", out var vocab) || vocab.ValueKind != JsonValueKind.Object)
                 throw new ModelFormatException(path, null, "no model.vocab object");
-            string type = model.TryGetProperty("type", out var t) ? t.GetString() ?? "" : "";
+            string type = !model.TryGetProperty("type", out var t) ? ""
+                : t.ValueKind == JsonValueKind.String ? t.GetString()! : throw new ModelFormatException(path, null, $"model.type is {t.ValueKind}, not a string");
             if (type != "BPE")
                 throw new ModelFormatException(path, null, $"model type '{type}' is not BPE");
             bool byteFallback = model.TryGetProperty("byte_fallback", out var bf) && bf.ValueKind == JsonValueKind.True;
             if (byteFallback)
-                throw new ModelFormatException(path, null, "a SentencePiece-style BPE (byte_fallback) needs tokenizer.model, which is missing");
+                throw new ModelFormatException(path, null, $"a SentencePiece-style BPE (byte_fallback) needs tokenizer.model, {sentencePieceProblem ?? "which is missing"}");
             var decode = UnicodeToByte();
             var ranks = new StringBuilder();
             int maxId = -1;
@@ -65,7 +68,9 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
                         throw new ModelFormatException(path, null, $"vocab entry '{p.Name}' is not byte-level (character U+{(int)c:X4})");
                     bytes.Add(b);
                 }
-                int id = p.Value.GetInt32();
+                int id = p.Value.ValueKind == JsonValueKind.Number && p.Value.TryGetInt32(out int v) && v >= 0
+                    ? v
+                    : throw new ModelFormatException(path, null, $"vocab entry '{p.Name}' has id {p.Value.GetRawText()}, not a non-negative integer");
                 maxId = Math.Max(maxId, id);
                 ranks.Append(Convert.ToBase64String(bytes.ToArray())).Append(' ').Append(id).Append('\n');
             }
@@ -74,26 +79,23 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
             {
                 foreach (var a in added.EnumerateArray())
                 {
-                    int id = a.GetProperty("id").GetInt32();
-                    specials[a.GetProperty("content").GetString()!] = id;
+                    if (a.ValueKind != JsonValueKind.Object
+                        || !a.TryGetProperty("id", out var idElement) || idElement.ValueKind != JsonValueKind.Number || !idElement.TryGetInt32(out int id) || id < 0
+                        || !a.TryGetProperty("content", out var content) || content.ValueKind != JsonValueKind.String)
+                        throw new ModelFormatException(path, null, $"added_tokens entry {Shorten(a.GetRawText())} needs an integer \"id\" ≥ 0 and a string \"content\"");
+                    specials[content.GetString()!] = id;
                     maxId = Math.Max(maxId, id);
                 }
             }
             return Create(new MemoryStream(Encoding.UTF8.GetBytes(ranks.ToString())), specials, bosId, eosId, maxId + 1);
         }
-        catch (JsonException e)
+        catch (InvalidOperationException e)
         {
-            throw new ModelFormatException(path, null, $"not valid JSON: {e.Message}", e);
-        }
-        catch (KeyNotFoundException e)
-        {
-            throw new ModelFormatException(path, null, $"malformed added_tokens: {e.Message}", e);
-        }
-        catch (IOException e)
-        {
-            throw new ModelFormatException(path, null, $"cannot read: {e.Message}", e);
+            throw new ModelFormatException(path, null, $"holds a string that is not valid text: {e.Message}", e);
         }
     }
+
+    private static string Shorten(string raw) => raw.Length <= 60 ? raw : raw[..60] + "…";
 
     /// <summary>Meta's <c>original/tokenizer.model</c> (tiktoken ranks). Special tokens come from
     /// <c>tokenizer_config.json</c>'s <c>added_tokens_decoder</c> when present.</summary>
@@ -102,13 +104,28 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
         var specials = new Dictionary<string, int>(StringComparer.Ordinal);
         if (File.Exists(tokenizerConfig))
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(tokenizerConfig));
-            if (doc.RootElement.TryGetProperty("added_tokens_decoder", out var d) && d.ValueKind == JsonValueKind.Object)
+            using var doc = InputFiles.ParseJson(tokenizerConfig);
+            try
             {
-                foreach (var p in d.EnumerateObject())
-                    specials[p.Value.GetProperty("content").GetString()!] = int.Parse(p.Name);
+                if (doc.RootElement.ValueKind == JsonValueKind.Object
+                    && doc.RootElement.TryGetProperty("added_tokens_decoder", out var d) && d.ValueKind == JsonValueKind.Object)
+                {
+                    foreach (var p in d.EnumerateObject())
+                    {
+                        if (!int.TryParse(p.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id))
+                            throw new ModelFormatException(tokenizerConfig, null, $"added_tokens_decoder key '{p.Name}' is not a token id (a non-negative integer)");
+                        if (p.Value.ValueKind != JsonValueKind.Object || !p.Value.TryGetProperty("content", out var content) || content.ValueKind != JsonValueKind.String)
+                            throw new ModelFormatException(tokenizerConfig, null, $"added_tokens_decoder entry '{p.Name}' has no string \"content\"");
+                        specials[content.GetString()!] = id;
+                    }
+                }
+            }
+            catch (InvalidOperationException e)
+            {
+                throw new ModelFormatException(tokenizerConfig, null, $"holds a string that is not valid text: {e.Message}", e);
             }
         }
+        InputFiles.RequireRegular(path, "tokenizer.model");
         int lines = File.ReadLines(path).Count(l => l.Length > 0);
         int max = Math.Max(lines - 1, specials.Count == 0 ? 0 : specials.Values.Max());
         return Create(File.OpenRead(path), specials, bosId, eosId, max + 1);

@@ -29,12 +29,22 @@ public static class Tokenizers
         var sp = Path.Combine(folder, "tokenizer.model");
         var json = Path.Combine(folder, "tokenizer.json");
         var tiktoken = Path.Combine(folder, "original", "tokenizer.model");
-        if (File.Exists(sp) && SentencePieceBpeTokenizer.LooksLikeSentencePiece(sp))
-            return SentencePieceBpeTokenizer.Load(sp);
+        string? spProblem = null;
+        if (File.Exists(sp))
+        {
+            Checkpoint.InputFiles.RequireRegular(sp, "tokenizer.model");
+            if (SentencePieceBpeTokenizer.LooksLikeSentencePiece(sp))
+                return SentencePieceBpeTokenizer.Load(sp);
+            spProblem = new FileInfo(sp).Length == 0
+                ? $"and {sp} is empty"
+                : $"and {sp} is not a SentencePiece model (it does not start with a protobuf piece list)";
+        }
         if (File.Exists(json))
-            return ByteLevelBpeTokenizer.FromTokenizerJson(json, bosId, eosId);
+            return ByteLevelBpeTokenizer.FromTokenizerJson(json, bosId, eosId, spProblem);
         if (File.Exists(tiktoken))
             return ByteLevelBpeTokenizer.FromTiktoken(tiktoken, Path.Combine(folder, "tokenizer_config.json"), bosId, eosId);
+        if (spProblem is not null)
+            throw new Checkpoint.ModelFormatException(sp, null, spProblem.StartsWith("and ", StringComparison.Ordinal) ? spProblem[(4 + sp.Length + 1)..] : spProblem);
         throw new Checkpoint.ModelFormatException(folder, null, "no tokenizer.model (SentencePiece), tokenizer.json or original/tokenizer.model in the folder");
     }
 }

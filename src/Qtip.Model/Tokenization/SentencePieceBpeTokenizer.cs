@@ -71,6 +71,7 @@ public sealed class SentencePieceBpeTokenizer : ITextTokenizer
 
     public static SentencePieceBpeTokenizer Load(string path)
     {
+        InputFiles.RequireRegular(path, "tokenizer.model");
         byte[] bytes;
         try
         {
@@ -138,8 +139,11 @@ public sealed class SentencePieceBpeTokenizer : ITextTokenizer
                 case 3 when piece == "</s>":
                     eos = id;
                     break;
-                case 6 when piece.Length == 6 && piece.StartsWith("<0x", StringComparison.Ordinal):
-                    byteIds[Convert.ToInt32(piece[3..5], 16)] = id;
+                case 6:
+                    if (piece.Length != 6 || !piece.StartsWith("<0x", StringComparison.Ordinal) || piece[5] != '>'
+                        || !byte.TryParse(piece.AsSpan(3, 2), System.Globalization.NumberStyles.AllowHexSpecifier, System.Globalization.CultureInfo.InvariantCulture, out byte value))
+                        throw new ModelFormatException(path, null, $"byte piece {id} is '{piece}', not <0xNN> with two hex digits");
+                    byteIds[value] = id;
                     break;
             }
         }

@@ -138,8 +138,10 @@ public sealed class LinearQuantizer(QtipDevice device, LinearQuantizeOptions opt
             h.CopyTo(stream, hr.View);
             ldl.Diagonal(hr.View, n, diag.View, 0);
             double meanDiag = diag.GetAsArray1D().Average();
+            if (!double.IsFinite(meanDiag))
+                throw new InvalidInputException($"quantize: Hessian ({n}×{n}) has mean diagonal {meanDiag}: this layer's calibration activations hold NaN or infinite values (the model overflows on the calibration text)");
             if (!(meanDiag > 0))
-                throw new InvalidInputException($"quantize: Hessian ({n}×{n}) has mean diagonal {meanDiag}; the calibration data never reached this layer");
+                throw new InvalidInputException($"quantize: Hessian ({n}×{n}) has mean diagonal {meanDiag}: this layer's calibration activations are all zero");
             ldl.Diagonal(hr.View, n, diag.View, options.SigmaReg * meanDiag);
             if (options.Rotate)
             {
