@@ -1,17 +1,49 @@
 using System.CommandLine;
+using Qtip.Tool.Cli;
 using Qtip.Tool.Commands;
 
 namespace Qtip.Tool;
 
 public static class Program
 {
-    public static int Main(string[] args) => BuildRoot().Parse(args).Invoke();
+    public const string ExitCodesHelp =
+        "Exit codes: 0 ok, 1 usage, 2 backend unavailable, 3 bad model or input, 4 internal error (a bug: please report), 130 interrupted.";
+
+    public static int Main(string[] args) => Run(args);
+
+    /// <summary>
+    /// Parses and runs a command line; returns the exit code. <paramref name="error"/> (default: stderr) receives the
+    /// one-line failure message, so tests can run the CLI in-process. Never throws: an exception that escapes a
+    /// command is an internal error (exit code 4).
+    /// </summary>
+    public static int Run(string[] args, TextWriter? error = null)
+    {
+        try
+        {
+            var parse = BuildRoot().Parse(args);
+            CliConsole.Set(error, parse.GetValue<bool>("--verbose"));
+            var config = new InvocationConfiguration { EnableDefaultExceptionHandler = false };
+            if (error is not null)
+                config.Error = error;
+            return parse.Invoke(config);
+        }
+        catch (Exception e)
+        {
+            return CommandRunner.Internal(e);
+        }
+        finally
+        {
+            CliConsole.Set(null, false);
+        }
+    }
 
     public static RootCommand BuildRoot()
     {
         var root = new RootCommand(
             "qtip: QTIP trellis quantization for Llama checkpoints (2, 3 or 4 bits per weight), and the runtime to " +
-            "evaluate and run them, on CUDA, OpenCL or the CPU. Exit codes: 0 ok, 1 usage, 2 backend unavailable, 3 bad model or input.");
+            "evaluate and run them, on CUDA, OpenCL or the CPU. " + ExitCodesHelp);
+        // Recursive: valid after any command.
+        root.Options.Add(new Option<bool>("--verbose") { Description = "On failure, also print the stack trace.", Recursive = true });
         root.Subcommands.Add(DevicesCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(QuantizeCommand.Create());

@@ -32,6 +32,7 @@ public sealed class CalibrationSet
     {
         if (!System.IO.File.Exists(file))
             throw new InvalidInputException($"calibration file {file} does not exist");
+        Checkpoint.InputFiles.RequireRegular(file, "calibration file");
         string text;
         try
         {

@@ -447,8 +447,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
     private List<MatrixReport> LoadLayer(string file, int layer, LlamaModel model, LlamaConfig config, CodeSetup? code)
     {
         using var f = SafeTensorsFile.Open(file);
-        var reports = JsonSerializer.Deserialize<List<MatrixReport>>(f.Metadata["qtip_layer_reports"], CompactJson)
-            ?? throw new InvalidInputException($"{file}: layer report missing; delete it to redo layer {layer}");
+        var reports = LayerReports.Read(f, layer);
         if (options.Hessian != HessianSource.Sequential)
             return reports;
         foreach (var kind in Order)

@@ -15,6 +15,9 @@ public static class ExitCodes
     /// <summary>Bad model or input file, unsupported shape, write failure.</summary>
     public const int BadInput = 3;
 
+    /// <summary>Internal error: an exception no check anticipated, i.e. a bug in qtip ("internal error: … — please report").</summary>
+    public const int InternalError = 4;
+
     /// <summary>Interrupted (Ctrl-C).</summary>
     public const int Interrupted = 130;
 }

@@ -42,8 +42,11 @@ public static class EvalCommand
         if (maxWindows is < 1)
             throw new UsageException($"--max-windows must be at least 1 (got {maxWindows})");
         using var ckpt = LlamaCheckpoint.Open(modelDir);
+        if (ctx > ckpt.Config.MaxPositionEmbeddings)
+            throw new UsageException($"--ctx {ctx} exceeds the model's {ckpt.Config.MaxPositionEmbeddings} positions (max_position_embeddings)");
         if (!File.Exists(dataPath))
             throw new Qtip.Kernels.InvalidInputException($"{Path.GetFullPath(dataPath)}: data file not found");
+        InputFiles.RequireRegular(dataPath, "--data");
         int[] stream = dataPath.EndsWith(".u16", StringComparison.OrdinalIgnoreCase)
             ? Perplexity.ReadU16(dataPath)
             : Perplexity.BuildStream(File.ReadAllText(dataPath), Tokenizers.Load(ckpt.Folder, ckpt.Config.BosTokenId, ckpt.Config.EosTokenIds[0]));
@@ -62,7 +65,7 @@ public static class EvalCommand
             {
                 int tenth = done * 10 / total;
                 if (tenth > lastTenth && done < total)
-                    Console.Error.WriteLine($"  {done}/{total} windows");
+                    CliConsole.Error.WriteLine($"  {done}/{total} windows");
                 lastTenth = tenth;
             });
         }

@@ -60,7 +60,7 @@ public static class GenerateCommand
         using var device = Backends.Open(kind, deviceIndex);
         var precision = RuntimeCli.ResolveWeights(device, requestedPrecision);
         using var model = LlamaModel.Load(device, ckpt, new ModelOptions { Precision = precision, MaxContext = context, MaxPrefillRows = promptIds.Count });
-        Console.Error.WriteLine($"device: {device}; prompt {promptIds.Count} tokens");
+        CliConsole.Error.WriteLine($"device: {device}; prompt {promptIds.Count} tokens");
 
         // Stream: decode the whole generation each step and print what is new (holding back an unfinished UTF-8 sequence).
         var generated = new List<int>();
@@ -84,7 +84,7 @@ public static class GenerateCommand
         var stops = ignoreEos ? null : new HashSet<int>(ckpt.Config.EosTokenIds);
         var r = new Generator(model).Generate(promptIds, maxNew, sampling, OnToken, stops);
         Console.Out.WriteLine();
-        Console.Error.WriteLine($"{r.GeneratedIds.Length} tokens; prefill {r.PrefillSeconds * 1e3:F1} ms ({promptIds.Count} tokens + first token), " +
+        CliConsole.Error.WriteLine($"{r.GeneratedIds.Length} tokens; prefill {r.PrefillSeconds * 1e3:F1} ms ({promptIds.Count} tokens + first token), " +
             $"decode {r.DecodeTokensPerSecond:F1} tokens/s");
         var full = tokenizer.Decode(promptIds.Concat(r.GeneratedIds).ToList());
         var generatedText = tokenizer.Decode(r.GeneratedIds);

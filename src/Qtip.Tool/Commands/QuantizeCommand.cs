@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using Qtip.Kernels.Runtime;
 using Qtip.Kernels.Trellis;
+using Qtip.Model.Checkpoint;
 using Qtip.Model.Quantized;
 using Qtip.Tool.Cli;
 using Spectre.Console;
@@ -14,7 +15,7 @@ public static class QuantizeCommand
     public static Command Create()
     {
         var model = new Option<DirectoryInfo>("--model") { Description = "Hugging Face Llama directory (config.json, safetensors, tokenizer).", Required = true };
-        var output = new Option<DirectoryInfo>("--out") { Description = "Output directory (refused if it exists, unless --force).", Required = true };
+        var output = new Option<DirectoryInfo>("--out") { Description = "Output directory (refused if it exists, unless --force; never the --model folder, inside it or above it). <out>.lock is held while the run lasts.", Required = true };
         var bits = new Option<int>("--bits") { Description = "Bits per weight K: 2, 3 or 4.", DefaultValueFactory = _ => 2 };
         var code = new Option<string>("--code") { Description = "Trellis code: hyb (V=2, 512-entry LUT), 3inst or 1mad (V=1, computed).", DefaultValueFactory = _ => "hyb" };
         var l = new Option<int>("--L") { Description = "Trellis state bits L (16 in every paper result; smaller is faster, e.g. 12 on the CPU backend).", DefaultValueFactory = _ => 16 };
@@ -29,7 +30,7 @@ public static class QuantizeCommand
         var sigma = new Option<double>("--sigma-reg") { Description = "Hessian damping σ: H + σ·mean(diag H)·I.", DefaultValueFactory = _ => 0.01 };
         var scaleOverride = new Option<double>("--scale-override") { Description = "Wscale = RMS(Wr)/(RMS(code)·this); default 0.95 at 2 bits, 0.9 (the reference's) at 3 and 4 bits.", DefaultValueFactory = _ => 0 };
         var resume = new Option<bool>("--resume") { Description = "Continue an interrupted run from its last completed layer (same options)." };
-        var force = new Option<bool>("--force") { Description = "Replace an existing output directory." };
+        var force = new Option<bool>("--force") { Description = "Replace an existing output directory, if qtip wrote it (it has qtip-report.json or our quantization_config) or it is empty; any other directory is refused." };
         var backend = CommonOptions.Backend();
         var device = CommonOptions.Device();
         var json = CommonOptions.Json();
@@ -111,6 +112,7 @@ public static class QuantizeCommand
 
     internal static int Execute(BackendKind kind, int deviceIndex, QuantizeOptions opts, FileInfo? json)
     {
+        using var guard = CheckBeforeWork(opts);
         using var device = Backends.Open(kind, deviceIndex);
         Output.Line($"device: {device}");
         var wall = Stopwatch.StartNew();
@@ -137,6 +139,20 @@ public static class QuantizeCommand
         jsonReport["wall_seconds"] = wall.Elapsed.TotalSeconds;
         Output.WriteJson(json, jsonReport);
         return ExitCodes.Ok;
+    }
+
+    /// <summary>Everything that can be refused before a device is opened: the calibration file, --calib-ctx against
+    /// the model's positions, and the output location (<see cref="OutputGuard"/>, whose lock the run then holds).</summary>
+    private static OutputGuard CheckBeforeWork(QuantizeOptions opts)
+    {
+        bool usesCalibration = opts.Method == QuantizeMethod.Qtip && opts.Hessian != HessianSource.Identity;
+        if (usesCalibration)
+            InputFiles.RequireRegular(opts.CalibrationFile, "--calib");
+        using var checkpoint = LlamaCheckpoint.Open(opts.ModelDir);
+        int positions = checkpoint.Config.MaxPositionEmbeddings;
+        if (usesCalibration && opts.CalibrationContext > positions)
+            throw new UsageException($"--calib-ctx {opts.CalibrationContext} exceeds the model's {positions} positions (max_position_embeddings)");
+        return OutputGuard.Acquire(opts, checkpoint);
     }
 
     private static void Summary(QuantizeReport r, QuantizeOptions o, double wall)
