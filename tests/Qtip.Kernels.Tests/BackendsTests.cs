@@ -49,4 +49,15 @@ public sealed class BackendsTests
     [Fact]
     public void Parse_Unknown_Throws() =>
         Assert.Contains("vulkan", Assert.Throws<ArgumentException>(() => BackendKindParser.Parse("vulkan")).Message, StringComparison.Ordinal);
+
+    [Fact]
+    public void Dispose_AfterAZeroLengthBuffer_DoesNotThrow()
+    {
+        // Issue 11: in ILGPU 1.5.3 allocating a zero-length buffer throws NullReferenceException half-way, leaving a
+        // broken child object behind, and Accelerator.Dispose then throws again; inside a `using` that second exception
+        // replaced the first. QtipDevice.Dispose must not throw (the loaders refuse zero-length tensors before this).
+        var device = Backends.Open(BackendKind.Cpu, 0);
+        Assert.Throws<NullReferenceException>(() => ILGPU.Runtime.ArrayViewExtensions.Allocate1D(device.Accelerator, System.Array.Empty<short>()));
+        device.Dispose();
+    }
 }
