@@ -43,6 +43,7 @@ public sealed class CheckpointTests : IDisposable
         cfg["rope_theta"] = 500000.0;
         cfg["rope_scaling"] = JsonNode.Parse("{\"rope_type\":\"llama3\",\"factor\":32.0,\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192}");
         cfg["eos_token_id"] = JsonNode.Parse("[128001, 128008, 128009]");
+        cfg["vocab_size"] = 128256; // the ids must lie in the vocabulary
         cfg["tie_word_embeddings"] = true;
         var c = LlamaConfig.Load(WriteConfig(cfg));
         Assert.Equal(new RopeScaling("llama3", 32, 1, 4, 8192), c.RopeScaling);

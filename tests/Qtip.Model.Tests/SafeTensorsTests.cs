@@ -43,7 +43,7 @@ public sealed class SafeTensorsTests : IDisposable
     {
         var path = Path.Combine(dir, "folder.safetensors");
         Directory.CreateDirectory(path);
-        Bad(path, "cannot read");
+        Bad(path, "is a directory");
     }
 
     [Fact]
