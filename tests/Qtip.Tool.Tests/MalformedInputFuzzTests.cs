@@ -402,6 +402,8 @@ public sealed class MalformedInputFuzzTests(MalformedInputFuzzTests.Models model
         new("quantize-out-is-a-file", Base.Nano, d => File.WriteAllText(d.Path_("out"), "not a folder"), d => Quantize(d), BadInput, "is an existing file"),
         new("quantize-out-exists", Base.Nano, d => { Directory.CreateDirectory(d.Path_("out")); File.WriteAllText(d.Path_("out/keep.txt"), "mine"); }, d => Quantize(d), BadInput, "pass --force"),
         new("quantize-force-over-foreign-dir", Base.Nano, d => { Directory.CreateDirectory(d.Path_("out")); File.WriteAllText(d.Path_("out/keep.txt"), "mine"); }, d => Quantize(d, null, null, "--force"), BadInput, "was not written by qtip"),
+        new("quantize-nan-weight", Base.Nano, d => d.Element("model.layers.1.mlp.down_proj.weight", 9, float.NaN), d => Quantize(d), BadInput, "tensor 'model.layers.1.mlp.down_proj.weight'"),
+        new("quantize-nan-norm", Base.Nano, d => d.Element("model.layers.0.input_layernorm.weight", 9, float.NaN), d => Quantize(d), BadInput, "tensor 'model.layers.0.input_layernorm.weight'"),
         new("quantize-bad-model", Base.Nano, d => d.Config(c => c["rms_norm_eps"] = -1), d => Quantize(d), BadInput, "rms_norm_eps"),
         new("quantize-out-parent-is-file", Base.Nano, d => File.WriteAllText(d.Path_("f"), "x"), d => Quantize(d, d.Path_("f/sub/out")), BadInput, "is a file"),
     ];
@@ -437,6 +439,25 @@ public sealed class MalformedInputFuzzTests(MalformedInputFuzzTests.Models model
         Assert.StartsWith(c.Exit == Usage ? "qtip: usage: " : "qtip: error: ", line, StringComparison.Ordinal);
         Assert.Contains(c.Message, line, StringComparison.Ordinal);
         Assert.Equal(before, Listing(d.Dir));
+    }
+
+    [Fact]
+    public void ASecondQuantizeIntoTheSameOut_FailsAtOnce_NamingTheFirst()
+    {
+        var d = new CaseDir(models.Root, "locked", Nano);
+        var o = new Qtip.Model.Quantized.QuantizeOptions { ModelDir = d.Model, OutDir = d.Path_("out"), CalibrationFile = Calib, L = 8 };
+        using (var ckpt = LlamaCheckpoint.Open(d.Model))
+        using (Qtip.Model.Quantized.OutputGuard.Acquire(o, ckpt))
+        {
+            var before = Listing(d.Dir);
+            var sw = Stopwatch.StartNew();
+            var r = QtipInProcess.Run(Quantize(d));
+            Assert.True(r.ExitCode == BadInput, r.ToString());
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(30), $"took {sw.Elapsed}");
+            Assert.Contains($"is being written by pid {Environment.ProcessId}", r.Lines[^1], StringComparison.Ordinal);
+            Assert.Equal(before, Listing(d.Dir));
+        }
+        Assert.False(File.Exists(d.Path_("out.lock")));
     }
 
     [Theory]
