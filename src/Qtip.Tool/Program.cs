@@ -22,6 +22,14 @@ public static class Program
         {
             var parse = BuildRoot().Parse(args);
             CliConsole.Set(error, parse.GetValue<bool>("--verbose"));
+            // --json is written at the end: refuse a target that can never take it (a directory, a FIFO) before any work.
+            if (parse.Errors.Count == 0 && parse.CommandResult.Command.Options.FirstOrDefault(o => o.Name == "--json") is Option<FileInfo?> json
+                && parse.GetValue(json) is { } target)
+            {
+                int code = CommandRunner.Run(() => Output.CheckJsonTarget(target));
+                if (code != ExitCodes.Ok)
+                    return code;
+            }
             var config = new InvocationConfiguration { EnableDefaultExceptionHandler = false };
             if (error is not null)
                 config.Error = error;

@@ -341,6 +341,8 @@ public sealed class MalformedInputFuzzTests(MalformedInputFuzzTests.Models model
         new("tokjson-numeric-type", Base.Nano, d => { NoSentencePiece(d); d.Write("tokenizer.json", "{\"model\":{\"type\":7,\"vocab\":{\"a\":0}}}"); }, Eval, BadInput, "model.type is Number"),
         new("tokjson-string-added-id", Base.Nano, d => { NoSentencePiece(d); d.Write("tokenizer.json", Tiny.Replace("[]", "[{\"id\":\"1\",\"content\":\"<s>\"}]", StringComparison.Ordinal)); }, Eval, BadInput, "added_tokens entry"),
         new("tokjson-invalid-utf8", Base.Nano, d => { NoSentencePiece(d); d.Write("tokenizer.json", Encoding.ASCII.GetBytes(Tiny).Replace("\"a\"", [(byte)'"', 0xC0, 0xAF, (byte)'"'])); }, Eval, BadInput, "not valid UTF-8"),
+        new("tokjson-missing-single-bytes", Base.Nano, d => { NoSentencePiece(d); d.Write("tokenizer.json", Tiny); }, Eval, BadInput, "no token for the single byte 0x00"),
+        new("tokjson-empty-added-content", Base.Nano, d => { NoSentencePiece(d); d.Write("tokenizer.json", Tiny.Replace("[]", "[{\"id\":9,\"content\":\"\"}]", StringComparison.Ordinal)); }, Eval, BadInput, "added_tokens entry 9 has empty content"),
         new("tokjson-byte-fallback-no-model", Base.Nano, NoSentencePiece, Eval, BadInput, "needs tokenizer.model, which is missing"),
         new("spm-byte-piece-zz", Base.Nano, d => d.Write("tokenizer.model", d.Read("tokenizer.model").Replace("<0x41>", Encoding.ASCII.GetBytes("<0xZZ>"))), Eval, BadInput, "byte piece"),
         new("spm-empty", Base.Nano, d => d.Write("tokenizer.model", []), Eval, BadInput, "tokenizer.model is empty"),
@@ -391,6 +393,8 @@ public sealed class MalformedInputFuzzTests(MalformedInputFuzzTests.Models model
         // options checked against the model and the file system
         new("eval-ctx-beyond-positions", Base.Nano, _ => { }, d => ["eval", "--model", d.Model, "--data", Valid, "--ctx", "2048", "--backend", "cpu"], Usage, "--ctx 2048 exceeds the model's 1024 positions"),
         new("eval-data-fifo", Base.Nano, d => d.Fifo(d.Path_("data.txt")), d => ["eval", "--model", d.Model, "--data", d.Path_("data.txt"), "--backend", "cpu"], BadInput, "--data is a FIFO"),
+        new("json-target-is-fifo", Base.Nano, d => d.Fifo(d.Path_("e.json")), d => ["inspect", "--model", d.Model, "--json", d.Path_("e.json")], BadInput, "--json is a FIFO"),
+        new("json-target-is-directory", Base.Nano, d => Directory.CreateDirectory(d.Path_("e.json")), d => [.. Eval(d)[..^2], "--json", d.Path_("e.json")], BadInput, "is a directory"),
         new("quantize-calib-ctx-beyond-positions", Base.Nano, _ => { }, d => Quantize(d, null, null, "--calib-ctx", "2048"), Usage, "--calib-ctx 2048 exceeds the model's 1024 positions"),
         new("quantize-calib-fifo", Base.Nano, d => d.Fifo(d.Path_("calib.txt")), d => Quantize(d, calib: d.Path_("calib.txt")), BadInput, "--calib is a FIFO"),
         new("quantize-out-is-model", Base.Nano, _ => { }, d => Quantize(d, d.Model, null, "--force"), BadInput, "is the --model folder itself"),

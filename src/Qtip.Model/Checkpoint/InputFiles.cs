@@ -37,7 +37,7 @@ public static class InputFiles
             Socket => "a socket",
             _ => $"not a regular file (type 0x{type:X4})",
         };
-        throw new ModelFormatException(Path.GetFullPath(path), null, $"{what} is {kind}; only regular files (or symlinks to them) are read");
+        throw new ModelFormatException(Path.GetFullPath(path), null, $"{what} is {kind}; only regular files (or symlinks to them) are used");
     }
 
     /// <summary>True when <paramref name="path"/> exists and is a regular file (or a symlink to one).</summary>

@@ -2,6 +2,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
+using Qtip.Kernels;
 using Qtip.Model.Checkpoint;
 
 namespace Qtip.Model.Tokenization;
@@ -58,6 +59,7 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
                 throw new ModelFormatException(path, null, $"a SentencePiece-style BPE (byte_fallback) needs tokenizer.model, {sentencePieceProblem ?? "which is missing"}");
             var decode = UnicodeToByte();
             var ranks = new StringBuilder();
+            var singles = new bool[256];
             int maxId = -1;
             foreach (var p in vocab.EnumerateObject())
             {
@@ -72,6 +74,8 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
                     ? v
                     : throw new ModelFormatException(path, null, $"vocab entry '{p.Name}' has id {p.Value.GetRawText()}, not a non-negative integer");
                 maxId = Math.Max(maxId, id);
+                if (bytes.Count == 1)
+                    singles[bytes[0]] = true;
                 ranks.Append(Convert.ToBase64String(bytes.ToArray())).Append(' ').Append(id).Append('\n');
             }
             var specials = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -83,16 +87,29 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
                         || !a.TryGetProperty("id", out var idElement) || idElement.ValueKind != JsonValueKind.Number || !idElement.TryGetInt32(out int id) || id < 0
                         || !a.TryGetProperty("content", out var content) || content.ValueKind != JsonValueKind.String)
                         throw new ModelFormatException(path, null, $"added_tokens entry {Shorten(a.GetRawText())} needs an integer \"id\" ≥ 0 and a string \"content\"");
+                    if (content.GetString()!.Length == 0)
+                        throw new ModelFormatException(path, null, $"added_tokens entry {id} has empty content");
                     specials[content.GetString()!] = id;
                     maxId = Math.Max(maxId, id);
                 }
             }
+            RequireEveryByte(singles, path);
+            if (maxId == int.MaxValue)
+                throw new ModelFormatException(path, null, $"token id {maxId} leaves no room for a vocabulary size");
             return Create(new MemoryStream(Encoding.UTF8.GetBytes(ranks.ToString())), specials, bosId, eosId, maxId + 1);
         }
         catch (InvalidOperationException e)
         {
             throw new ModelFormatException(path, null, $"holds a string that is not valid text: {e.Message}", e);
         }
+    }
+
+    /// <summary>A byte-level BPE encodes any text only if each of the 256 bytes is a token of its own.</summary>
+    private static void RequireEveryByte(bool[] singles, string path)
+    {
+        int missing = Array.IndexOf(singles, false);
+        if (missing >= 0)
+            throw new ModelFormatException(path, null, $"the vocabulary has no token for the single byte 0x{missing:X2} ({singles.Count(x => !x)} of 256 bytes missing); a byte-level BPE must cover every byte");
     }
 
     private static string Shorten(string raw) => raw.Length <= 60 ? raw : raw[..60] + "…";
@@ -116,6 +133,8 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
                             throw new ModelFormatException(tokenizerConfig, null, $"added_tokens_decoder key '{p.Name}' is not a token id (a non-negative integer)");
                         if (p.Value.ValueKind != JsonValueKind.Object || !p.Value.TryGetProperty("content", out var content) || content.ValueKind != JsonValueKind.String)
                             throw new ModelFormatException(tokenizerConfig, null, $"added_tokens_decoder entry '{p.Name}' has no string \"content\"");
+                        if (content.GetString()!.Length == 0)
+                            throw new ModelFormatException(tokenizerConfig, null, $"added_tokens_decoder entry '{p.Name}' has empty content");
                         specials[content.GetString()!] = id;
                     }
                 }
@@ -126,8 +145,33 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
             }
         }
         InputFiles.RequireRegular(path, "tokenizer.model");
-        int lines = File.ReadLines(path).Count(l => l.Length > 0);
-        int max = Math.Max(lines - 1, specials.Count == 0 ? 0 : specials.Values.Max());
+        var singles = new bool[256];
+        int lines = 0, maxRank = -1;
+        foreach (var line in File.ReadLines(path))
+        {
+            if (line.Length == 0)
+                continue;
+            lines++;
+            var parts = line.Split(' ');
+            byte[] token;
+            try
+            {
+                token = parts.Length == 2 ? Convert.FromBase64String(parts[0]) : throw new FormatException("not two fields");
+            }
+            catch (FormatException)
+            {
+                throw new ModelFormatException(path, null, $"line {lines} is not \"<base64 token> <rank>\"");
+            }
+            if (!int.TryParse(parts[1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int rank) || rank == int.MaxValue)
+                throw new ModelFormatException(path, null, $"line {lines}: rank '{parts[1]}' is not a token id");
+            maxRank = Math.Max(maxRank, rank);
+            if (token.Length == 1)
+                singles[token[0]] = true;
+        }
+        RequireEveryByte(singles, path);
+        int max = Math.Max(maxRank, specials.Count == 0 ? 0 : specials.Values.Max());
+        if (max == int.MaxValue)
+            throw new ModelFormatException(tokenizerConfig, null, $"token id {max} leaves no room for a vocabulary size");
         return Create(File.OpenRead(path), specials, bosId, eosId, max + 1);
     }
 
@@ -153,7 +197,14 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
         var ids = new List<int>();
         if (addBos)
             ids.Add(BosId);
-        ids.AddRange(tokenizer.EncodeToIds(text));
+        try
+        {
+            ids.AddRange(tokenizer.EncodeToIds(text));
+        }
+        catch (KeyNotFoundException e)
+        {
+            throw new InvalidInputException($"the byte-level BPE tokenizer cannot encode the text: {e.Message}", e);
+        }
         return ids;
     }
 

@@ -57,6 +57,17 @@ public static class Output
         File.WriteAllText(file.FullName, JsonSerializer.Serialize(value, JsonOptions));
     }
 
+    /// <summary>Refuses a --json target that exists but is not a regular file (writing to a FIFO would block; to a
+    /// directory, fail after all the work). Returns <see cref="ExitCodes.Ok"/>.</summary>
+    public static int CheckJsonTarget(FileInfo file)
+    {
+        if (Directory.Exists(file.FullName))
+            throw new Qtip.Kernels.InvalidInputException($"--json {file.FullName} is a directory");
+        if (file.Exists || file.LinkTarget is not null)
+            Qtip.Model.Checkpoint.InputFiles.RequireRegular(file.FullName, "--json");
+        return ExitCodes.Ok;
+    }
+
     public static string Bytes(long bytes) => bytes switch
     {
         >= 1L << 30 => $"{bytes / (double)(1L << 30):F1} GiB",
