@@ -446,6 +446,17 @@ public sealed class MalformedInputFuzzTests(MalformedInputFuzzTests.Models model
     }
 
     [Fact]
+    public async Task Inspect_WithAFifoTokenizerModel_DoesNotHang()
+    {
+        var d = new CaseDir(models.Root, "inspect-fifo", Nano);
+        d.Fifo(d.File_("tokenizer.model"));
+        var run = Task.Run(() => QtipInProcess.Run(Inspect(d)), TestContext.Current.CancellationToken);
+        var first = await Task.WhenAny(run, Task.Delay(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken));
+        Assert.True(first == run, "inspect hung on the FIFO");
+        Assert.Equal(0, (await run).ExitCode);
+    }
+
+    [Fact]
     public void ASecondQuantizeIntoTheSameOut_FailsAtOnce_NamingTheFirst()
     {
         var d = new CaseDir(models.Root, "locked", Nano);

@@ -57,6 +57,8 @@ public sealed class SentencePieceBpeTokenizer : ITextTokenizer
     /// <summary>True if the file parses as a SentencePiece ModelProto (a tiktoken file is text and does not).</summary>
     public static bool LooksLikeSentencePiece(string path)
     {
+        if (!InputFiles.IsRegular(path))
+            return false; // never open a FIFO or device just to look at it
         try
         {
             using var fs = File.OpenRead(path);
