@@ -155,6 +155,8 @@ public sealed class OutputGuard : IDisposable
 
     private static FileStream TakeLock(string lockPath, string outDir)
     {
+        if (Path.Exists(lockPath) && !InputFiles.IsRegular(lockPath))
+            throw new InvalidInputException($"{lockPath} exists and is not a regular file; qtip keeps its lock for --out {outDir} there");
         FileStream stream;
         try
         {
@@ -331,7 +333,7 @@ public sealed class OutputGuard : IDisposable
                 {
                     target = File.ResolveLinkTarget(next, returnFinalTarget: true);
                 }
-                catch (IOException)
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
                 {
                     target = null;
                 }
