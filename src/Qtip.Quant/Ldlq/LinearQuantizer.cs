@@ -226,6 +226,8 @@ public sealed class LinearQuantizer(QtipDevice device, LinearQuantizeOptions opt
             }
         }
         acc.Synchronize();
+        if (!double.IsFinite(num) || !double.IsFinite(den))
+            throw new InvalidInputException($"quantize: the {m}×{n} matrix's proxy error is not finite (⟨H, ΔWᵀΔW⟩ = {num}, ⟨H, WᵀW⟩ = {den}); nothing is written");
         var svScaled = p.Sv.Select(s => s * p.Wscale).ToArray();
         return new QuantizedMatrix(m, n, p.Su, svScaled, words, p.Wscale, den > 0 ? num / den : double.NaN, p.Sigma);
     }
