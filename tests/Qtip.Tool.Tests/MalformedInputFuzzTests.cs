@@ -409,6 +409,7 @@ public sealed class MalformedInputFuzzTests(MalformedInputFuzzTests.Models model
         new("quantize-nan-weight", Base.Nano, d => d.Element("model.layers.1.mlp.down_proj.weight", 9, float.NaN), d => Quantize(d), BadInput, "tensor 'model.layers.1.mlp.down_proj.weight'"),
         new("quantize-nan-norm", Base.Nano, d => d.Element("model.layers.0.input_layernorm.weight", 9, float.NaN), d => Quantize(d), BadInput, "tensor 'model.layers.0.input_layernorm.weight'"),
         new("quantize-lock-is-fifo", Base.Nano, d => d.Fifo(d.Path_("out.lock")), d => Quantize(d), BadInput, "out.lock exists and is not a regular file"),
+        new("demo-out-over-foreign-dir", Base.Nano, d => { Directory.CreateDirectory(d.Path_("out")); File.WriteAllText(d.Path_("out/keep.txt"), "mine"); }, d => ["demo", "--out", d.Path_("out"), "--backend", "cpu"], BadInput, "was not written by qtip"),
         new("quantize-bad-model", Base.Nano, d => d.Config(c => c["rms_norm_eps"] = -1), d => Quantize(d), BadInput, "rms_norm_eps"),
         new("quantize-out-parent-is-file", Base.Nano, d => File.WriteAllText(d.Path_("f"), "x"), d => Quantize(d, d.Path_("f/sub/out")), BadInput, "is a file"),
     ];

@@ -92,6 +92,11 @@ public static class DemoCommand
         {
             throw new UsageException(e.Message);
         }
+        // --force here too replaces only what qtip wrote, never the model or a foreign folder; the lock holds for the run.
+        OutputGuard acquired;
+        using (var checkpoint = LlamaCheckpoint.Open(modelDir))
+            acquired = OutputGuard.Acquire(options, checkpoint);
+        using var guard = acquired;
         var report = new QuantizePipeline(device, options).Run();
         Output.Line($"     {report.Matrices.Count} matrices, {report.BitsPerWeight:F3} bits/weight, mean proxy error {report.MeanProxyError:F4}, {wall.Elapsed.TotalSeconds:F1} s");
 
