@@ -346,6 +346,7 @@ public sealed class MalformedInputFuzzTests(MalformedInputFuzzTests.Models model
         new("tokjson-byte-fallback-no-model", Base.Nano, NoSentencePiece, Eval, BadInput, "needs tokenizer.model, which is missing"),
         new("spm-byte-piece-zz", Base.Nano, d => d.Write("tokenizer.model", d.Read("tokenizer.model").Replace("<0x41>", Encoding.ASCII.GetBytes("<0xZZ>"))), Eval, BadInput, "byte piece"),
         new("spm-empty", Base.Nano, d => d.Write("tokenizer.model", []), Eval, BadInput, "tokenizer.model is empty"),
+        new("spm-empty-no-json", Base.Nano, d => { d.Write("tokenizer.model", []); d.Delete("tokenizer.json"); }, Eval, BadInput, "tokenizer.model: tokenizer.model is empty"),
         new("spm-garbage", Base.Nano, d => d.Write("tokenizer.model", "this is not a model"), Eval, BadInput, "is not a SentencePiece model"),
         new("spm-is-fifo", Base.Nano, d => d.Fifo(d.File_("tokenizer.model")), Eval, BadInput, "FIFO"),
         new("tiktoken-config-key-abc", Base.Nano, d =>

@@ -36,15 +36,15 @@ public static class Tokenizers
             if (SentencePieceBpeTokenizer.LooksLikeSentencePiece(sp))
                 return SentencePieceBpeTokenizer.Load(sp);
             spProblem = new FileInfo(sp).Length == 0
-                ? $"and {sp} is empty"
-                : $"and {sp} is not a SentencePiece model (it does not start with a protobuf piece list)";
+                ? "is empty"
+                : "is not a SentencePiece model (it does not start with a protobuf piece list)";
         }
         if (File.Exists(json))
-            return ByteLevelBpeTokenizer.FromTokenizerJson(json, bosId, eosId, spProblem);
+            return ByteLevelBpeTokenizer.FromTokenizerJson(json, bosId, eosId, spProblem is null ? null : $"and {sp} {spProblem}");
         if (File.Exists(tiktoken))
             return ByteLevelBpeTokenizer.FromTiktoken(tiktoken, Path.Combine(folder, "tokenizer_config.json"), bosId, eosId);
         if (spProblem is not null)
-            throw new Checkpoint.ModelFormatException(sp, null, spProblem.StartsWith("and ", StringComparison.Ordinal) ? spProblem[(4 + sp.Length + 1)..] : spProblem);
+            throw new Checkpoint.ModelFormatException(sp, null, $"tokenizer.model {spProblem}");
         throw new Checkpoint.ModelFormatException(folder, null, "no tokenizer.model (SentencePiece), tokenizer.json or original/tokenizer.model in the folder");
     }
 }
