@@ -77,4 +77,32 @@ public sealed class CliTests
         Assert.Equal(1, r.ExitCode);
         Assert.Contains("1000", r.Stderr, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void MalformedModel_InTheRealProcess_IsOneLineExit3_WithoutAStackTrace()
+    {
+        // Issue 11: num_attention_heads 0 without head_dim was a DivideByZeroException with a .NET stack trace.
+        var dir = Path.Combine(Path.GetTempPath(), $"qtip-heads0-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var repo = new DirectoryInfo(AppContext.BaseDirectory);
+            while (repo is not null && !File.Exists(Path.Combine(repo.FullName, "Qtip.sln")))
+                repo = repo.Parent;
+            var nano = Path.Combine(repo?.FullName ?? throw new DirectoryNotFoundException("Qtip.sln"), "models", "llama-nano");
+            var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(nano, "config.json")))!.AsObject();
+            config["num_attention_heads"] = 0;
+            config.Remove("head_dim");
+            File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+            var r = QtipProcess.Run("inspect", "--model", dir);
+            Assert.Equal(3, r.ExitCode);
+            Assert.Single(r.Stderr.Trim().Split('\n'));
+            Assert.Contains("num_attention_heads must be positive", r.Stderr, StringComparison.Ordinal);
+            Assert.DoesNotContain("   at ", r.Stderr, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }
