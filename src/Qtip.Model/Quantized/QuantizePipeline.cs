@@ -331,7 +331,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
                     }
                     var su = options.NoRht ? Ones(n) : new SplitMix64(SplitMix64.Derive(options.Seed, SignLabel(layer, kind, "SU"))).Signs(n);
                     var sv = options.NoRht ? Ones(m) : new SplitMix64(SplitMix64.Derive(options.Seed, SignLabel(layer, kind, "SV"))).Signs(m);
-                    using var wb = acc.Allocate1D(w);
+                    using var wb = device.Allocate1D(w);
                     using var identity = hessians is null ? IdentityHessian(n) : null;
                     var h = identity?.View ?? hessians!.Hessian(layer, InputOf(kind));
                     jobs.Add((layer, kind, name, lq.Prepare(wb.View, m, n, h, su, sv, code!.CodeRms), sw.Elapsed.TotalSeconds));
@@ -352,7 +352,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
                     int m = p.M, n = p.N;
                     string prefix = LlamaNames.QuantizedPrefix(name);
                     var writer = writers[layer];
-                    using var rec = acc.Allocate1D<float>((long)m * n);
+                    using var rec = device.Allocate1D<float>((long)m * n);
                     var q = lq.Finish(p, words[i], options.WritesTrellis ? null : rec.View);
                     float[]? reconstruction = null;
                     if (options.WritesTrellis)
@@ -420,7 +420,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
         var h = new double[(long)n * n];
         for (int i = 0; i < n; i++)
             h[((long)i * n) + i] = 1.0;
-        return device.Accelerator.Allocate1D(h);
+        return device.Allocate1D(h);
     }
 
     /// <summary>W as a reload would see it: diag(SV)·Had_m·Ŵ·Had_nᵀ·diag(SU), from the stored trellis.</summary>
@@ -428,13 +428,13 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
     {
         using var linear = new QtipLinear(device, m, n, code.Spec, storedWords, su, sv, code.Lut ?? []);
         var acc = device.Accelerator;
-        using var dense = acc.Allocate1D<float>((long)m * n);
-        using var ones = acc.Allocate1D<float>(n);
+        using var dense = device.Allocate1D<float>((long)m * n);
+        using var ones = device.Allocate1D<float>(n);
         linear.DecodeDense(dense.View, acc.DefaultStream);
         // Rows of Ŵ → W rows: W = diag(SV) Had_m Ŵ Had_nᵀ diag(SU); as in Rht.UnrotateWeight but with real-valued signs.
-        using var suB = acc.Allocate1D(su);
-        using var svB = acc.Allocate1D(sv);
-        using var scratch = acc.Allocate1D<float>((long)m * n);
+        using var suB = device.Allocate1D(su);
+        using var svB = device.Allocate1D(sv);
+        using var scratch = device.Allocate1D<float>((long)m * n);
         var had = device.Get<Hadamard>();
         var tr = device.Get<Transpose>();
         had.Apply(dense.View, m, n, transpose: false, outSign: suB.View);
@@ -690,8 +690,8 @@ internal sealed class CodeSetup : IDisposable
         if (Spec.Layout == TileLayoutKind.Generic)
             return generic;
         var acc = device.Accelerator;
-        using var g = acc.Allocate1D(generic);
-        using var k = acc.Allocate1D<short>(generic.Length);
+        using var g = device.Allocate1D(generic);
+        using var k = device.Allocate1D<short>(generic.Length);
         device.Get<TrellisRelayout<GenericLayout, KernelLayout>>().Apply(g.View, m, n, Spec.K, k.View);
         return k.GetAsArray1D();
     }
