@@ -45,6 +45,11 @@ public static class CommandRunner
         {
             return Fail("error", "out of memory (host or CPU-simulator accelerator): the model or the batch does not fit", ExitCodes.BadInput);
         }
+        catch (Qtip.Model.Quantized.QuantizeInterruptedException e)
+        {
+            Console.Error.WriteLine($"qtip: {e.Message}");
+            return ExitCodes.Interrupted;
+        }
         catch (OperationCanceledException)
         {
             return Fail("error", "interrupted", ExitCodes.Interrupted);
