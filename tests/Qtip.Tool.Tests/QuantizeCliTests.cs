@@ -209,6 +209,7 @@ public sealed class QuantizeCliTests : IDisposable
         Assert.True(a.ExitCode == 0, a.Stderr + a.Stdout);
         Assert.Matches(@"layers resumed\s+2", a.Stdout);
         Assert.Equal(File.ReadAllBytes(Path.Combine(whole, "model.safetensors")), File.ReadAllBytes(Path.Combine(sharded, "model.safetensors")));
+        Assert.Equal(File.ReadAllText(Path.Combine(whole, "config.json")), File.ReadAllText(Path.Combine(sharded, "config.json")));
         Assert.False(Directory.Exists(sharded + ".partial"));
 
         // A 1 MiB batch budget: every matrix in a BlockLDLQ batch of its own, every layer in its own group.

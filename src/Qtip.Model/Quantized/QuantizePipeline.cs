@@ -106,7 +106,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
         options.Validate();
         var outDir = Path.GetFullPath(options.OutDir);
         var partialDir = outDir + ".partial";
-        if (Directory.Exists(outDir) && !options.Force && !options.Assemble)
+        if (Directory.Exists(outDir) && !options.Force)
             throw new InvalidInputException($"output directory {outDir} exists; pass --force to replace it");
         if (!options.KeepsPartial && Directory.Exists(partialDir))
             Directory.Delete(partialDir, recursive: true);
@@ -119,8 +119,9 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
         CheckShapes(config);
         var (first, last) = options.LayerRange(config.NumHiddenLayers);
         var tokenizer = Tokenizers.Load(options.ModelDir, config.BosTokenId, config.EosTokenIds[0]);
-        bool allDone = Enumerable.Range(first, last - first + 1).All(l => File.Exists(LayerFile(partialDir, l))) && options.KeepsPartial;
-        var calib = options.Hessian == HessianSource.Identity || options.Method == QuantizeMethod.Rtn || (options.Assemble && allDone)
+        // Loaded (tokenized) even when every layer is done (--assemble): the checkpoint records it. The activations are
+        // made only when a layer needs Hessians.
+        var calib = options.Hessian == HessianSource.Identity || options.Method == QuantizeMethod.Rtn
             ? null
             : CalibrationSet.Load(options.CalibrationFile, tokenizer, options.CalibrationContext, options.CalibrationWindows);
         stages["load"] = sw.Elapsed.TotalSeconds;
@@ -137,16 +138,11 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
         {
             WriteOrCheckFingerprint(partialDir, config);
             var (reports, resumed) = QuantizeLayers(new CheckpointWeights(device, checkpoint), calib, partialDir, first, last);
-            if (first > 0 || last < config.NumHiddenLayers - 1)
+            if (options.Layers is not null)
             {
-                // A shard: its layer files are the result; --assemble (or the shard that finds every layer done) writes the checkpoint.
-                var missing = Enumerable.Range(0, config.NumHiddenLayers).Where(l => !File.Exists(LayerFile(partialDir, l))).ToList();
-                if (missing.Count > 0)
-                {
-                    stages["total"] = total.Elapsed.TotalSeconds;
-                    return Summarize(partialDir, reports, 0, calib, resumed, config);
-                }
-                reports = [.. Enumerable.Range(0, config.NumHiddenLayers).SelectMany(l => ReadLayerReports(LayerFile(partialDir, l), l))];
+                // A shard: its layer files are the result; --assemble writes the checkpoint once every shard is done.
+                stages["total"] = total.Elapsed.TotalSeconds;
+                return Summarize(partialDir, reports, 0, calib, resumed, config);
             }
 
             sw.Restart();
@@ -299,12 +295,12 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
                         {
                             // Hessians of the FP layer l from the quantized layers before it; the activations advance
                             // through the quantized layer l after it is done.
-                            sequentialLayer = source.Layer(l);
+                            sequentialLayer = source.Layer(l, options.ForwardPrecision);
                             acts.Observe(sequentialLayer, hessians);
                         }
                         else
                         {
-                            using var w = source.Layer(l);
+                            using var w = source.Layer(l, options.ForwardPrecision);
                             acts.Advance(w, hessians);
                         }
                     }
@@ -373,7 +369,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
             Ensure();
             while (Layer < layer)
             {
-                using var w = source.Layer(Layer);
+                using var w = source.Layer(Layer, owner.Options.ForwardPrecision);
                 if (owner.Options.Hessian == HessianSource.Sequential)
                     owner.LoadReconstruction(LayerFile(partialDir, Layer), w, code);
                 Advance(w, null);
@@ -738,6 +734,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
             options.SigmaReg,
             scaleOverride = options.EffectiveScaleOverride,
             layers = config.NumHiddenLayers,
+            forward = options.ForwardPrecision == WeightPrecision.Float32 ? null : "fp16",
         });
         var path = Path.Combine(partialDir, "run.json");
         if (options.Resume && File.Exists(path))
@@ -842,6 +839,8 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
                 },
                 ["tool"] = ToolVersion,
             };
+            if (options.ForwardPrecision != WeightPrecision.Float32 && calib is not null)
+                cfg["quantization_config"]!["calibration"]!["forward"] = "fp16";
             File.WriteAllText(Path.Combine(temp, "config.json"), cfg.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             foreach (var extra in new[] { "generation_config.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json" })
             {

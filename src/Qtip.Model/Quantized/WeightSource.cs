@@ -20,8 +20,8 @@ public interface IWeightSource
     /// <summary>W (m×n) of one linear, fp32 on the device, checked for NaN/Inf; the caller owns the buffer.</summary>
     MemoryBuffer1D<float, Stride1D.Dense> Linear(int layer, LinearKind kind);
 
-    /// <summary>The norms and the seven linears of one decoder layer (fp32), for the calibration forward.</summary>
-    DecoderLayer Layer(int layer);
+    /// <summary>The norms and the seven linears of one decoder layer (linears in <paramref name="precision"/>), for the calibration forward.</summary>
+    DecoderLayer Layer(int layer, WeightPrecision precision = WeightPrecision.Float32);
 
     /// <summary>The embedding table (vocab×dim, fp32) on the device; the caller owns the buffer.</summary>
     MemoryBuffer1D<float, Stride1D.Dense> Embedding();
@@ -44,7 +44,7 @@ public sealed class CheckpointWeights(QtipDevice device, LlamaCheckpoint checkpo
         return device.Allocate1D(w);
     }
 
-    public DecoderLayer Layer(int layer)
+    public DecoderLayer Layer(int layer, WeightPrecision precision = WeightPrecision.Float32)
     {
         var store = checkpoint.Tensors;
         var result = new DecoderLayer(layer,
@@ -55,7 +55,9 @@ public sealed class CheckpointWeights(QtipDevice device, LlamaCheckpoint checkpo
             foreach (var kind in LlamaNames.LayerLinears)
             {
                 var (m, n) = LlamaNames.LinearShape(Config, kind);
-                result[kind] = DenseLinear.Own(device, Linear(layer, kind), m, n);
+                result[kind] = precision == WeightPrecision.Float32
+                    ? DenseLinear.Own(device, Linear(layer, kind), m, n)
+                    : DenseLinear.FromCheckpoint(device, store, LlamaNames.Linear(layer, kind), precision);
             }
             return result;
         }
@@ -87,13 +89,20 @@ public sealed class RandomWeights(QtipDevice device, LlamaConfig config, ulong s
         return b;
     }
 
-    public DecoderLayer Layer(int layer)
+    public DecoderLayer Layer(int layer, WeightPrecision precision = WeightPrecision.Float32)
     {
         var result = new DecoderLayer(layer, Ones(config.HiddenSize), Ones(config.HiddenSize));
         foreach (var kind in LlamaNames.LayerLinears)
         {
             var (m, n) = LlamaNames.LinearShape(config, kind);
-            result[kind] = DenseLinear.Own(device, Linear(layer, kind), m, n);
+            if (precision == WeightPrecision.Float32)
+            {
+                result[kind] = DenseLinear.Own(device, Linear(layer, kind), m, n);
+                continue;
+            }
+            var h = device.Allocate1D<ILGPU.Half>((long)m * n);
+            device.Get<RandomFill>().Apply(h.View, SplitMix64.Derive(seed, $"layer {layer} {kind}"), MathF.Sqrt(3f / n));
+            result[kind] = DenseLinear.Own(device, h, m, n);
         }
         return result;
     }

@@ -41,12 +41,13 @@ public static class BenchQuantizeCommand
         var sequential = new Option<bool>("--sequential") { Description = "Hessians from the model with the earlier layers quantized." };
         var batchMb = new Option<int>("--batch-mb") { Description = "Device MiB for one BlockLDLQ batch; 0 = auto.", DefaultValueFactory = _ => 0 };
         var groupLayers = new Option<int>("--group-layers") { Description = "Most layers quantized together.", DefaultValueFactory = _ => 2 };
+        var forward = QuantizeCommand.ForwardOption();
         var backend = CommonOptions.Backend();
         var device = CommonOptions.Device();
         var json = CommonOptions.Json();
         var command = new Command("quantize", "Quantize a synthetic Llama (random weights made on the device): time per stage and per layer, peak device and host memory.")
         {
-            shape, layers, code, bits, l, windows, ctx, sequential, batchMb, groupLayers, backend, device, json,
+            shape, layers, code, bits, l, windows, ctx, sequential, batchMb, groupLayers, forward, backend, device, json,
         };
         command.SetAction(parse => CommandRunner.Run(() =>
         {
@@ -71,6 +72,7 @@ public static class BenchQuantizeCommand
                 Hessian = parse.GetValue(sequential) ? HessianSource.Sequential : HessianSource.FullPrecision,
                 BatchBytes = (long)parse.GetValue(batchMb) << 20,
                 MaxGroupLayers = parse.GetValue(groupLayers),
+                ForwardPrecision = QuantizeCommand.ParseForward(parse.GetValue(forward)!),
             };
             try
             {
