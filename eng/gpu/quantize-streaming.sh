@@ -36,7 +36,7 @@ step prefill-simt 60 env QTIP_TENSOR_CORES=0 "$Q" bench decode --shape llama2-7b
 step eval-nano-tc 40 "$Q" eval --model models/llama-nano --data data/corpus/valid.txt --ctx 128 --max-windows 32 --backend cuda --weights f16 --json "$out/eval-nano-tc.json"
 step eval-nano-simt 40 env QTIP_TENSOR_CORES=0 "$Q" eval --model models/llama-nano --data data/corpus/valid.txt --ctx 128 --max-windows 32 --backend cuda --weights f16 --json "$out/eval-nano-simt.json"
 step bq-7b-2 110 "$Q" bench quantize --shape llama2-7b --layers 2 --backend cuda --json "$out/bq-7b-2.json"
-step bq-7b-4 170 "$Q" bench quantize --shape llama2-7b --layers 4 --backend cuda --json "$out/bq-7b-4.json"
 step bq-70b-1 150 "$Q" bench quantize --shape llama2-70b --layers 1 --forward fp16 --calib-windows 8 --backend cuda --json "$out/bq-70b-1.json"
+step bq-7b-4 170 "$Q" bench quantize --shape llama2-7b --layers 4 --backend cuda --json "$out/bq-7b-4.json"
 step bq-70b-2 200 "$Q" bench quantize --shape llama2-70b --layers 2 --forward fp16 --calib-windows 8 --backend cuda --json "$out/bq-70b-2.json"
 echo "total $(( $(date +%s) - t0 )) s" | tee -a "$sum"
