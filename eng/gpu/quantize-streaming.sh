@@ -29,14 +29,14 @@ step() {
   echo "$name rc=$rc ${secs}s smi_max_MiB=${mem:-?}" | tee -a "$sum"
   grep -aE "Total:|\[FAIL\]|tokens/s|prefill|perplexity|peak|time: wall|time per layer|error" "$out/$name.log" | head -12 | sed 's/^/    /' | tee -a "$sum"
 }
-step test-matmul 90 "$q/Qtip.Kernels.Tests" -class Qtip.Kernels.Tests.Llama.MatMulTestsCuda
-step test-layerforward 90 "$q/Qtip.Model.Tests" -class Qtip.Model.Tests.LayerForwardTestsCuda
-step prefill-tc 100 "$Q" bench decode --shape llama2-7b --tokens 4 --prompt-tokens 4 --prefill-ctx 512 --iterations 2 --backend cuda --json "$out/prefill-tc.json"
-step prefill-simt 60 env QTIP_TENSOR_CORES=0 "$Q" bench decode --shape llama2-7b --layers 4 --tokens 4 --prompt-tokens 4 --prefill-ctx 512 --iterations 2 --backend cuda --json "$out/prefill-simt.json"
-step eval-nano-tc 40 "$Q" eval --model models/llama-nano --data data/corpus/valid.txt --ctx 128 --max-windows 32 --backend cuda --weights f16 --json "$out/eval-nano-tc.json"
-step eval-nano-simt 40 env QTIP_TENSOR_CORES=0 "$Q" eval --model models/llama-nano --data data/corpus/valid.txt --ctx 128 --max-windows 32 --backend cuda --weights f16 --json "$out/eval-nano-simt.json"
-step bq-7b-2 110 "$Q" bench quantize --shape llama2-7b --layers 2 --backend cuda --json "$out/bq-7b-2.json"
-step bq-70b-1 150 "$Q" bench quantize --shape llama2-70b --layers 1 --forward fp16 --calib-windows 8 --backend cuda --json "$out/bq-70b-1.json"
+step test-matmul 50 "$q/Qtip.Kernels.Tests" -class Qtip.Kernels.Tests.Llama.MatMulTestsCuda
+step test-layerforward 40 "$q/Qtip.Model.Tests" -class Qtip.Model.Tests.LayerForwardTestsCuda
+step prefill-tc 70 "$Q" bench decode --shape llama2-7b --tokens 4 --prompt-tokens 4 --prefill-ctx 512 --iterations 2 --backend cuda --json "$out/prefill-tc.json"
+step prefill-simt 45 env QTIP_TENSOR_CORES=0 "$Q" bench decode --shape llama2-7b --layers 4 --tokens 4 --prompt-tokens 4 --prefill-ctx 512 --iterations 2 --backend cuda --json "$out/prefill-simt.json"
+step bq-7b-2 90 "$Q" bench quantize --shape llama2-7b --layers 2 --backend cuda --json "$out/bq-7b-2.json"
 step bq-7b-4 170 "$Q" bench quantize --shape llama2-7b --layers 4 --backend cuda --json "$out/bq-7b-4.json"
+step eval-nano-tc 25 "$Q" eval --model models/llama-nano --data data/corpus/valid.txt --ctx 128 --max-windows 32 --backend cuda --weights f16 --json "$out/eval-nano-tc.json"
+step eval-nano-simt 25 env QTIP_TENSOR_CORES=0 "$Q" eval --model models/llama-nano --data data/corpus/valid.txt --ctx 128 --max-windows 32 --backend cuda --weights f16 --json "$out/eval-nano-simt.json"
+step bq-70b-1 150 "$Q" bench quantize --shape llama2-70b --layers 1 --forward fp16 --calib-windows 8 --backend cuda --json "$out/bq-70b-1.json"
 step bq-70b-2 200 "$Q" bench quantize --shape llama2-70b --layers 2 --forward fp16 --calib-windows 8 --backend cuda --json "$out/bq-70b-2.json"
 echo "total $(( $(date +%s) - t0 )) s" | tee -a "$sum"

@@ -737,13 +737,16 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
             forward = options.ForwardPrecision == WeightPrecision.Float32 ? null : "fp16",
         });
         var path = Path.Combine(partialDir, "run.json");
-        if (options.Resume && File.Exists(path))
+        if (options.KeepsPartial && File.Exists(path))
         {
             if (File.ReadAllText(path) != fingerprint)
                 throw new InvalidInputException($"{partialDir} holds a run with other settings; resume it with the same options or delete it");
             return;
         }
-        File.WriteAllText(path, fingerprint);
+        // Atomically: shards starting together on a shared filesystem may write (the same) fingerprint at once.
+        var temp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
+        File.WriteAllText(temp, fingerprint);
+        File.Move(temp, path, overwrite: true);
     }
 
     private long WriteCheckpoint(string outDir, string partialDir, LlamaCheckpoint checkpoint, LlamaConfig config,
