@@ -530,7 +530,10 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
                 var sv = options.NoRht ? Ones(m) : new SplitMix64(SplitMix64.Derive(options.Seed, SignLabel(layer, kind, "SV"))).Signs(m);
                 long bytes = PreparedMatrix.DeviceBytes(m, n);
                 if (batch.Count > 0 && batchBytes + bytes > budget)
+                {
                     Flush();
+                    sw.Restart(); // the flushed batch's time is its own (BlockLDLQ, finish), not this matrix's preparation
+                }
                 using (var wb = source.Linear(layer, kind))
                 using (var identity = hessians is null ? IdentityHessian(n) : null)
                 {
