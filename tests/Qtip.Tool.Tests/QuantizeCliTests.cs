@@ -46,9 +46,14 @@ public sealed class QuantizeCliTests : IDisposable
     {
         var outDir = Path.Combine(work, "q");
         var json = Path.Combine(work, "q.json");
+        // What a run killed during its final rename leaves behind (a process id that cannot be alive): cleaned up.
+        var stale = outDir + $".tmp-{int.MaxValue}";
+        Directory.CreateDirectory(stale);
+        File.WriteAllText(Path.Combine(stale, "config.json"), "{}");
         var r = QtipProcess.Run([.. Tiny(outDir), "--json", json]);
         Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
         Assert.False(Directory.Exists(outDir + ".partial"));
+        Assert.False(Directory.Exists(stale));
 
         using (var cfgDoc = JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "config.json"))))
         {
