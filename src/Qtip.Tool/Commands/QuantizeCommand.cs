@@ -93,7 +93,7 @@ public static class QuantizeCommand
 
     internal static Option<string> ForwardOption() => new("--forward")
     {
-        Description = "Weights of the calibration forward: fp32 (default: the Hessians of the fp32 model, bit for bit) or fp16 (tensor cores on CUDA, activations rounded to fp16 inside each product; much faster at 7B+ widths).",
+        Description = "Weights of the calibration forward: fp32 (default: the Hessians of the fp32 model, bit for bit) or fp16 (tensor cores on CUDA, activations rounded to fp16 inside each product; the 7B prefill product measured ~4× faster on an H100).",
         DefaultValueFactory = _ => "fp32",
     };
 
