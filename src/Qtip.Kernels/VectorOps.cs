@@ -27,7 +27,7 @@ public sealed class VectorOps : IKernelSet<VectorOps>
         widen = device.LoadKernel<ArrayView<float>, ArrayView<double>>(WidenKernel);
         narrow = device.LoadKernel<ArrayView<double>, ArrayView<float>>(NarrowKernel);
         sumSquares = device.LoadKernel<ArrayView<float>, ArrayView<double>>(SumSquaresKernel);
-        partials = device.Accelerator.Allocate1D<double>(ReduceGroups);
+        partials = device.Allocate1D<double>(ReduceGroups);
     }
 
     public static VectorOps Create(QtipDevice device) => new(device);

@@ -22,7 +22,7 @@ public sealed class HessianAccumulator : IDisposable
             throw new ArgumentOutOfRangeException(nameof(n), n, "Hessian size must be positive");
         N = n;
         gram = device.Get<Gram>();
-        sum = device.Accelerator.Allocate1D<double>((long)n * n);
+        sum = device.Allocate1D<double>((long)n * n);
         sum.MemSetToZero();
     }
 

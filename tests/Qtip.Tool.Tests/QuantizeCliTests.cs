@@ -46,9 +46,14 @@ public sealed class QuantizeCliTests : IDisposable
     {
         var outDir = Path.Combine(work, "q");
         var json = Path.Combine(work, "q.json");
+        // What a run killed during its final rename leaves behind (a process id that cannot be alive): cleaned up.
+        var stale = outDir + $".tmp-{int.MaxValue}";
+        Directory.CreateDirectory(stale);
+        File.WriteAllText(Path.Combine(stale, "config.json"), "{}");
         var r = QtipProcess.Run([.. Tiny(outDir), "--json", json]);
         Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
         Assert.False(Directory.Exists(outDir + ".partial"));
+        Assert.False(Directory.Exists(stale));
 
         using (var cfgDoc = JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "config.json"))))
         {
@@ -134,6 +139,106 @@ public sealed class QuantizeCliTests : IDisposable
         Assert.True(clean.ExitCode == 0, clean.Stderr + clean.Stdout);
         Assert.Equal(File.ReadAllBytes(Path.Combine(fresh, "model.safetensors")), File.ReadAllBytes(Path.Combine(killed, "model.safetensors")));
         Assert.Equal(File.ReadAllText(Path.Combine(fresh, "config.json")), File.ReadAllText(Path.Combine(killed, "config.json")));
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int SendSignal(int pid, int signal);
+
+    [Theory]
+    [InlineData(15)] // SIGTERM
+    [InlineData(2)]  // SIGINT (Ctrl-C)
+    public async Task Signal_KeepsCompletedLayers_Exits130_AndResumeWithoutAFirstResumeGivesTheSameBytes(int signal)
+    {
+        Assert.SkipUnless(OperatingSystem.IsLinux(), "POSIX signals");
+        var interrupted = Path.Combine(work, "interrupted");
+        var fresh = Path.Combine(work, "fresh");
+        // One layer per group, so layer 0 is saved while layer 1 is still to do; no --resume on the first run.
+        var args = Tiny(interrupted, "--group-layers", "1");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "qtip.dll"));
+        foreach (var a in args)
+            psi.ArgumentList.Add(a);
+        var layer0 = Path.Combine(interrupted + ".partial", "layer-000.safetensors");
+        string stderr;
+        int exitCode;
+        double secondsToExit;
+        using (var p = Process.Start(psi)!)
+        {
+            _ = p.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
+            var err = p.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
+            var sw = Stopwatch.StartNew();
+            while (!File.Exists(layer0) && !p.HasExited && sw.Elapsed < TimeSpan.FromMinutes(5))
+                Thread.Sleep(10);
+            Assert.False(p.HasExited, "the run finished before it could be interrupted after layer 0");
+            var signalled = Stopwatch.StartNew();
+            Assert.Equal(0, SendSignal(p.Id, signal));
+            Assert.True(p.WaitForExit(TimeSpan.FromMinutes(1)), "no exit within a minute of the signal");
+            secondsToExit = signalled.Elapsed.TotalSeconds;
+            exitCode = p.ExitCode;
+            stderr = await err;
+        }
+        Assert.True(exitCode == 130, $"exit {exitCode}: {stderr}");
+        Assert.Equal("qtip: interrupted after layer 1/2; rerun with --resume", stderr.Trim());
+        Assert.True(secondsToExit < 10, $"{secondsToExit:F1} s from the signal to the exit");
+        Assert.True(File.Exists(layer0));
+        Assert.True(File.Exists(Path.Combine(interrupted + ".partial", "run.json")));
+        Assert.False(Directory.Exists(interrupted));
+
+        var resumed = QtipProcess.Run([.. args, "--resume"]);
+        Assert.True(resumed.ExitCode == 0, resumed.Stderr + resumed.Stdout);
+        Assert.Matches(@"layers resumed\s+1", resumed.Stdout);
+        Assert.False(Directory.Exists(interrupted + ".partial"));
+
+        var clean = QtipProcess.Run(Tiny(fresh));
+        Assert.True(clean.ExitCode == 0, clean.Stderr + clean.Stdout);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(fresh, "model.safetensors")), File.ReadAllBytes(Path.Combine(interrupted, "model.safetensors")));
+    }
+
+    [Fact]
+    public void Shards_ThenAssemble_AndSmallBatches_GiveTheSameBytesAsOneRun()
+    {
+        var whole = Path.Combine(work, "whole");
+        var sharded = Path.Combine(work, "sharded");
+        var batched = Path.Combine(work, "batched");
+        var r = QtipProcess.Run(Tiny(whole));
+        Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
+
+        // Layer 1's shard runs first: it recomputes the activations through layer 0 itself.
+        foreach (var range in new[] { "1-1", "0" })
+        {
+            var s = QtipProcess.Run(Tiny(sharded, "--layers", range));
+            Assert.True(s.ExitCode == 0, s.Stderr + s.Stdout);
+            Assert.False(Directory.Exists(sharded), "a shard does not write the checkpoint");
+        }
+        var a = QtipProcess.Run(Tiny(sharded, "--assemble"));
+        Assert.True(a.ExitCode == 0, a.Stderr + a.Stdout);
+        Assert.Matches(@"layers resumed\s+2", a.Stdout);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(whole, "model.safetensors")), File.ReadAllBytes(Path.Combine(sharded, "model.safetensors")));
+        Assert.Equal(File.ReadAllText(Path.Combine(whole, "config.json")), File.ReadAllText(Path.Combine(sharded, "config.json")));
+        Assert.False(Directory.Exists(sharded + ".partial"));
+
+        // A 1 MiB batch budget: every matrix in a BlockLDLQ batch of its own, every layer in its own group.
+        var b = QtipProcess.Run(Tiny(batched, "--batch-mb", "1", "--group-layers", "1"));
+        Assert.True(b.ExitCode == 0, b.Stderr + b.Stdout);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(whole, "model.safetensors")), File.ReadAllBytes(Path.Combine(batched, "model.safetensors")));
+    }
+
+    [Fact]
+    public void BenchQuantize_PeakDeviceMemoryDoesNotGrowWithDepth()
+    {
+        long Peak(int layers)
+        {
+            var json = Path.Combine(work, $"bench-{layers}.json");
+            var r = QtipProcess.Run("bench", "quantize", "--shape", "llama-nano", "--layers", layers.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                "--code", "1mad", "--L", "8", "--calib-windows", "2", "--calib-ctx", "32", "--backend", "cpu", "--json", json);
+            Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
+            using var doc = JsonDocument.Parse(File.ReadAllText(json));
+            Assert.Equal(layers, doc.RootElement.GetProperty("layers").GetInt32());
+            return doc.RootElement.GetProperty("peak_device_bytes").GetInt64();
+        }
+        long two = Peak(2), four = Peak(4);
+        Assert.InRange(two, 1L << 20, 1L << 30);
+        Assert.InRange((double)four / two, 0.9, 1.1);
     }
 
     [Fact]

@@ -21,7 +21,7 @@ public sealed class TraceProduct : IKernelSet<TraceProduct>
     {
         this.device = device;
         kernel = device.LoadKernel<ArrayView<double>, ArrayView<double>, ArrayView<double>, int>(TraceProductKernel);
-        partials = device.Accelerator.Allocate1D<double>(Groups);
+        partials = device.Allocate1D<double>(Groups);
     }
 
     public static TraceProduct Create(QtipDevice device) => new(device);

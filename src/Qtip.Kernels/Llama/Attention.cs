@@ -169,12 +169,12 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
             if (partials is null || partials.Length < floats)
             {
                 partials?.Dispose();
-                partials = device.Accelerator.Allocate1D<float>(floats);
+                partials = device.Allocate1D<float>(floats);
             }
             if (counters is null || counters.Length < heads)
             {
                 counters?.Dispose();
-                counters = device.Accelerator.Allocate1D<int>(heads);
+                counters = device.Allocate1D<int>(heads);
                 counters.MemSetToZero();
             }
             return (partials.View, counters.View);
@@ -189,7 +189,7 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
             if (scratch is null || scratch.Length < count)
             {
                 scratch?.Dispose();
-                scratch = device.Accelerator.Allocate1D<float>(count);
+                scratch = device.Allocate1D<float>(count);
             }
             return scratch.View.SubView(0, count);
         }

@@ -28,6 +28,7 @@ public sealed class MatMul : IKernelSet<MatMul>
     private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams>> f32;
     private readonly Lazy<Action<AcceleratorStream, Index1D, ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>> f16Serial;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams> f32Serial;
+    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulParams>> mma;
 
     private MatMul(QtipDevice device)
     {
@@ -43,8 +44,17 @@ public sealed class MatMul : IKernelSet<MatMul>
             : device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<float, F32, DynamicSharedFloats>));
         f16Serial = new(() => acc.LoadAutoGroupedKernel<Index1D, ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulSerialKernel<Half, F16>));
         f32Serial = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulSerialKernel<float, F32>);
+        mma = new(() => device.LoadKernel<ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulMma.MatMulMmaKernel));
         Style = Check.DefaultStyle(device);
+        TensorCores = device.Kind == BackendKind.Cuda && Environment.GetEnvironmentVariable("QTIP_TENSOR_CORES") != "0";
     }
+
+    /// <summary>
+    /// fp16 weights on CUDA go through the tensor cores (<see cref="MatMulMma"/>: X rounded to fp16, fp32 accumulation)
+    /// when n is a multiple of 32; off, or elsewhere, the tiled SIMT kernel (X fp32). On by default on CUDA; the environment
+    /// variable QTIP_TENSOR_CORES=0 turns it off (for measuring against the SIMT kernel).
+    /// </summary>
+    public bool TensorCores { get; set; }
 
     public KernelStyle Style { get; set; }
 
@@ -55,6 +65,13 @@ public sealed class MatMul : IKernelSet<MatMul>
     {
         device.RequireFloat16("MatMul");
         var (cfg, p) = Plan(w.Length, x, y, rows, m, n);
+        if (TensorCores && device.Kind == BackendKind.Cuda && Style == KernelStyle.Grouped && n % MatMulMma.BK == 0)
+        {
+            int tilesX = (m + MatMulMma.BN - 1) / MatMulMma.BN;
+            mma.Value(stream ?? device.Accelerator.DefaultStream, MatMulMma.Config(rows, m), w.SubView(0, (long)m * n).Cast<uint>(), x, y,
+                new MatMulParams(rows, m, n, 0, 0, tilesX));
+            return;
+        }
         if (Style == KernelStyle.Serial)
             f16Serial.Value(stream ?? device.Accelerator.DefaultStream, SerialThreads(rows, m), w, x, y, p);
         else

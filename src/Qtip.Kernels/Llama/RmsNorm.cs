@@ -27,7 +27,7 @@ public sealed class RmsNorm : IKernelSet<RmsNorm>, IDisposable
         this.device = device;
         kernel = new(() => device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RmsNormParams>(RmsNormKernel));
         serial = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, RmsNormParams>(RmsNormSerialKernel);
-        none = device.Accelerator.Allocate1D<float>(4);
+        none = device.Allocate1D<float>(4);
         Style = Check.DefaultStyle(device);
     }
 

@@ -23,7 +23,19 @@ public sealed partial class QtipDevice : IDisposable
         Kind = kind;
         Context = context;
         Accelerator = accelerator;
+        Memory = new DeviceMemory(kind);
     }
+
+    /// <summary>The accountant every device buffer of Qtip is allocated through (live and peak bytes).</summary>
+    public DeviceMemory Memory { get; }
+
+    /// <summary>A device buffer of <paramref name="length"/> elements, recorded by <see cref="Memory"/>.</summary>
+    public MemoryBuffer1D<T, Stride1D.Dense> Allocate1D<T>(long length) where T : unmanaged =>
+        Memory.Track(Accelerator.Allocate1D<T>(length));
+
+    /// <summary>A device copy of <paramref name="data"/>, recorded by <see cref="Memory"/>.</summary>
+    public MemoryBuffer1D<T, Stride1D.Dense> Allocate1D<T>(T[] data) where T : unmanaged =>
+        Memory.Track(Accelerator.Allocate1D(data));
 
     public BackendKind Kind { get; }
 

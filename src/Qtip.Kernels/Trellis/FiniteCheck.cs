@@ -17,7 +17,7 @@ public sealed class FiniteCheck : IKernelSet<FiniteCheck>, IDisposable
     {
         this.device = device;
         kernel = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, FiniteParams>(Kernel);
-        counter = device.Accelerator.Allocate1D<int>(1);
+        counter = device.Allocate1D<int>(1);
     }
 
     public static FiniteCheck Create(QtipDevice device) => new(device);

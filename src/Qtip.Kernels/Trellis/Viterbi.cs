@@ -66,9 +66,9 @@ public sealed class ViterbiWorkspace : IDisposable
     {
         Plan = plan;
         long words = Math.Max(1, plan.Slots * plan.BackPointerSlotBytes / 4);
-        BackPointers = device.Accelerator.Allocate1D<uint>(words);
-        GlobalCosts = device.Accelerator.Allocate1D<float>(Math.Max(1, plan.Slots * plan.GlobalCostFloatsPerSlot));
-        NoOverlaps = device.Accelerator.Allocate1D<int>(1);
+        BackPointers = device.Allocate1D<uint>(words);
+        GlobalCosts = device.Allocate1D<float>(Math.Max(1, plan.Slots * plan.GlobalCostFloatsPerSlot));
+        NoOverlaps = device.Allocate1D<int>(1);
     }
 
     public ViterbiPlan Plan { get; }

@@ -75,7 +75,7 @@ public sealed class DenseLinear : ILinearLayer
             throw new ArgumentException($"weights have {weights.Length} elements, expected {outFeatures}×{inFeatures}", nameof(weights));
         if (precision == WeightPrecision.Float32)
         {
-            var b = device.Accelerator.Allocate1D<float>(weights.Length);
+            var b = device.Allocate1D<float>(weights.Length);
             ((ArrayView<float>)b.View).CopyFromCPU(weights);
             return Own(device, b, outFeatures, inFeatures);
         }
@@ -125,7 +125,7 @@ public sealed class DenseLinear : ILinearLayer
 
     internal static MemoryBuffer1D<ILGPU.Half, Stride1D.Dense> UploadHalf(QtipDevice device, ReadOnlySpan<Half> values)
     {
-        var b = device.Accelerator.Allocate1D<ILGPU.Half>(values.Length);
+        var b = device.Allocate1D<ILGPU.Half>(values.Length);
         ((ArrayView<ILGPU.Half>)b.View).CopyFromCPU(MemoryMarshal.Cast<Half, ILGPU.Half>(values));
         return b;
     }
@@ -163,7 +163,7 @@ public sealed class DenseLinear : ILinearLayer
     /// <summary>A new device buffer holding W as fp32 (out×in); the caller owns it.</summary>
     public MemoryBuffer1D<float, Stride1D.Dense> WeightFloat32()
     {
-        var b = device.Accelerator.Allocate1D<float>((long)OutFeatures * InFeatures);
+        var b = device.Allocate1D<float>((long)OutFeatures * InFeatures);
         CopyWeightFloat32(b.View);
         return b;
     }

@@ -17,7 +17,7 @@ public static class FiniteWeights
     /// <summary>Uploads checkpoint tensor <paramref name="name"/> as fp32 and checks it on the device.</summary>
     public static MemoryBuffer1D<float, Stride1D.Dense> Upload(QtipDevice device, TensorStore store, string name)
     {
-        var buffer = device.Accelerator.Allocate1D(store.ReadFloat32(name));
+        var buffer = device.Allocate1D(store.ReadFloat32(name));
         try
         {
             Check(device, buffer.View, store.Info(name));

@@ -28,6 +28,20 @@ public sealed class CalibrationSet
 
     public long Tokens => (long)Windows.Count * Context;
 
+    /// <summary>Seeded uniform random ids in [3, vocab) (no text; for <c>qtip bench quantize</c>).</summary>
+    public static CalibrationSet Random(int vocab, int context, int windows, ulong seed)
+    {
+        var rng = new System.Random((int)(seed % int.MaxValue));
+        var result = new int[windows][];
+        for (int w = 0; w < windows; w++)
+        {
+            result[w] = new int[context];
+            for (int t = 0; t < context; t++)
+                result[w][t] = rng.Next(Math.Min(3, vocab - 1), vocab);
+        }
+        return new CalibrationSet("(random ids)", context, result, (long)windows * context);
+    }
+
     public static CalibrationSet Load(string file, ITextTokenizer tokenizer, int context, int windows)
     {
         if (!System.IO.File.Exists(file))

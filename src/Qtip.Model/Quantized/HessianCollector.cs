@@ -53,6 +53,13 @@ public sealed class HessianCollector : IActivationObserver, IDisposable
         layers.Remove(layer);
     }
 
+    /// <summary>Frees one Hessian of a layer once every matrix that reads it is prepared.</summary>
+    public void Release(int layer, LinearInput which)
+    {
+        if (sums.Remove((layer, which), out var acc))
+            acc.Dispose();
+    }
+
     public void Dispose()
     {
         foreach (var s in sums.Values)

@@ -14,7 +14,7 @@ namespace Qtip.Model.Quantized;
 /// <item>--out naming an existing file (not a directory) is refused;</item>
 /// <item>an existing --out is replaced only with --force, and only when qtip wrote it (it has <c>qtip-report.json</c>
 /// or a config.json whose <c>quantization_config</c> qtip wrote) or it is empty;</item>
-/// <item><c>&lt;out&gt;.lock</c> is created and locked exclusively (it also proves the folder is writable); a second run
+/// <item><c>&lt;out&gt;.lock</c> (a shard's: <c>&lt;out&gt;.layers-A_B.lock</c>) is created and locked exclusively (it also proves the folder is writable); a second run
 /// on the same --out fails at once, naming the process that holds it;</item>
 /// <item>the file system must have room for the estimated output (<see cref="EstimateBytes"/>).</item>
 /// </list>
@@ -53,7 +53,8 @@ public sealed class OutputGuard : IDisposable
             throw new InvalidInputException($"--out {outDir} is an existing file, not a directory; choose another path");
 
         var created = CreateParents(Path.GetDirectoryName(outDir)!);
-        string lockPath = outDir + ".lock";
+        // A shard (--layers A-B) locks its own range: shards of one output run side by side on a shared file system.
+        string lockPath = options.Layers is null ? outDir + ".lock" : $"{outDir}.layers-{new string(options.Layers.Select(c => char.IsAsciiDigit(c) ? c : '_').ToArray())}.lock";
         FileStream? stream = null;
         try
         {

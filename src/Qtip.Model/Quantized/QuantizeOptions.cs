@@ -1,3 +1,4 @@
+using Qtip.Kernels;
 using Qtip.Kernels.Trellis;
 
 namespace Qtip.Model.Quantized;
@@ -68,6 +69,41 @@ public sealed record QuantizeOptions
 
     public bool Force { get; init; }
 
+    /// <summary>Layers to quantize, "A-B" (0-based, inclusive), for a shard of a run spread over machines; null = all.
+    /// A shard keeps its layer files in <c>&lt;out&gt;.partial</c>; <see cref="Assemble"/> writes the checkpoint.</summary>
+    public string? Layers { get; init; }
+
+    /// <summary>Write the checkpoint from the layer files the shards left in <c>&lt;out&gt;.partial</c> (quantizing any layer still missing).</summary>
+    public bool Assemble { get; init; }
+
+    /// <summary>Device bytes of prepared matrices in one BlockLDLQ batch; 0 = a quarter of the device's memory, at most 8 GiB (the CPU: 2 GiB).</summary>
+    public long BatchBytes { get; init; }
+
+    /// <summary>Most decoder layers quantized together (sharing trellis batches), when their matrices fit <see cref="BatchBytes"/>.
+    /// Bounds the Hessians held at once, so device memory does not grow with depth.</summary>
+    public int MaxGroupLayers { get; init; } = 2;
+
+    /// <summary>Weights of the calibration forward: fp32 (the default; the Hessians are those of the whole-model fp32
+    /// prefill, bit for bit) or fp16 (the tensor-core product on CUDA, activations rounded to fp16 inside each product:
+    /// faster (the 7B-width prefill product ~4× on an H100); Hessians from fp16-rounded products, not bit-identical to fp32).</summary>
+    public Qtip.Model.Llama.WeightPrecision ForwardPrecision { get; init; } = Qtip.Model.Llama.WeightPrecision.Float32;
+
+    /// <summary>Completed layer files are kept and reused: --resume, a shard (--layers) or --assemble.</summary>
+    public bool KeepsPartial => Resume || Layers is not null || Assemble;
+
+    /// <summary>The layer range (first, last), 0-based inclusive, checked against <paramref name="layers"/>.</summary>
+    public (int First, int Last) LayerRange(int layers)
+    {
+        if (Layers is null)
+            return (0, layers - 1);
+        var parts = Layers.Split('-');
+        if (parts.Length is < 1 or > 2 || !int.TryParse(parts[0], out int a) || !int.TryParse(parts[^1], out int b) || a < 0 || b < a)
+            throw new ArgumentException($"--layers '{Layers}': expected A-B with 0 ≤ A ≤ B (0-based, inclusive), or one layer N", nameof(layers));
+        if (b >= layers)
+            throw new InvalidInputException($"--layers '{Layers}': the model has {layers} layers (0..{layers - 1})");
+        return (a, b);
+    }
+
     /// <summary>Values per trellis state: 2 for HYB, 1 for 1MAD/3INST/LUT.</summary>
     public int V => Code == TrellisCodeKind.Hyb ? 2 : 1;
 
@@ -99,6 +135,16 @@ public sealed record QuantizeOptions
             throw new ArgumentException($"--calib-windows must be 0 (all) or positive (got {CalibrationWindows})", nameof(CalibrationWindows));
         if (!(SigmaReg >= 0))
             throw new ArgumentException($"--sigma-reg must be ≥ 0 (got {SigmaReg})", nameof(SigmaReg));
+        if (MaxGroupLayers < 1)
+            throw new ArgumentException($"--group-layers must be at least 1 (got {MaxGroupLayers})", nameof(MaxGroupLayers));
+        if (BatchBytes < 0)
+            throw new ArgumentException($"--batch-mb must be 0 (auto) or positive (got {BatchBytes})", nameof(BatchBytes));
+        if (Layers is not null)
+            LayerRange(int.MaxValue);
+        if (Layers is not null && Assemble)
+            throw new ArgumentException("--layers (a shard) and --assemble (the final step) exclude each other", nameof(Layers));
+        if (Layers is not null && Hessian == HessianSource.Sequential)
+            throw new ArgumentException("--layers shards need full-precision Hessians: --sequential needs every earlier layer quantized first", nameof(Layers));
         if (!(ScaleOverride >= 0))
             throw new ArgumentException($"--scale-override must be > 0, or 0 for the default (got {ScaleOverride})", nameof(ScaleOverride));
     }

@@ -43,15 +43,15 @@ public sealed class BlockLdlq(QtipDevice device)
             offsets[i] = totalTiles;
             totalTiles += matrices[i].M / LdlqStep.Width;
         }
-        using var perm = acc.Allocate1D(quantizer.TilePermutation.ToArray());
-        using var targets = acc.Allocate1D<float>((long)totalTiles * seq);
-        using var recon = acc.Allocate1D<float>((long)totalTiles * seq);
+        using var perm = device.Allocate1D(quantizer.TilePermutation.ToArray());
+        using var targets = device.Allocate1D<float>((long)totalTiles * seq);
+        using var recon = device.Allocate1D<float>((long)totalTiles * seq);
         // Words of every step of every matrix: [matrix][block][tile row][word] (band-major per matrix).
         var wordOffsets = new long[matrices.Count + 1];
         for (int i = 0; i < matrices.Count; i++)
             wordOffsets[i + 1] = wordOffsets[i] + ((long)(matrices[i].M / LdlqStep.Width) * (matrices[i].N / LdlqStep.Width) * words);
-        using var allWords = acc.Allocate1D<short>(wordOffsets[^1]);
-        using var stepWords = acc.Allocate1D<short>((long)totalTiles * words);
+        using var allWords = device.Allocate1D<short>(wordOffsets[^1]);
+        using var stepWords = device.Allocate1D<short>((long)totalTiles * words);
         foreach (var p in matrices)
             p.Resid.MemSetToZero(stream);
 

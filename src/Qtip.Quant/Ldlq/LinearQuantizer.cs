@@ -28,7 +28,7 @@ public sealed record QuantizedMatrix(int M, int N, float[] Su, float[] Sv, short
 /// </summary>
 public sealed class PreparedMatrix : IDisposable
 {
-    internal PreparedMatrix(int m, int n, float[] su, float[] sv, float wscale, double sigma, Accelerator acc,
+    internal PreparedMatrix(int m, int n, float[] su, float[] sv, float wscale, double sigma, QtipDevice device,
         MemoryBuffer1D<double, Stride1D.Dense> hr, MemoryBuffer1D<float, Stride1D.Dense> a, MemoryBuffer1D<float, Stride1D.Dense> wr)
     {
         M = m;
@@ -40,8 +40,8 @@ public sealed class PreparedMatrix : IDisposable
         Hr = hr;
         A = a;
         Wr = wr;
-        What = acc.Allocate1D<float>((long)m * n);
-        Resid = acc.Allocate1D<float>((long)m * n);
+        What = device.Allocate1D<float>((long)m * n);
+        Resid = device.Allocate1D<float>((long)m * n);
     }
 
     public int M { get; }
@@ -125,13 +125,13 @@ public sealed class LinearQuantizer(QtipDevice device, LinearQuantizeOptions opt
         var stream = acc.DefaultStream;
         long mn = (long)m * n, nn = (long)n * n;
 
-        using var suBuf = acc.Allocate1D(su);
-        using var svBuf = acc.Allocate1D(sv);
-        using var scratch = acc.Allocate1D<float>(Math.Max(mn, nn));
-        using var diag = acc.Allocate1D<double>(n);
-        var hr = acc.Allocate1D<double>(nn);
-        var a = acc.Allocate1D<float>(nn);
-        var wr = acc.Allocate1D<float>(mn);
+        using var suBuf = device.Allocate1D(su);
+        using var svBuf = device.Allocate1D(sv);
+        using var scratch = device.Allocate1D<float>(Math.Max(mn, nn));
+        using var diag = device.Allocate1D<double>(n);
+        var hr = device.Allocate1D<double>(nn);
+        var a = device.Allocate1D<float>(nn);
+        var wr = device.Allocate1D<float>(mn);
         try
         {
             // Hr = Had_nᵀ diag(SU) (H + σ·mean(diag H)·I) diag(SU) Had_n, rotated in float32, widened back to float64.
@@ -145,7 +145,7 @@ public sealed class LinearQuantizer(QtipDevice device, LinearQuantizeOptions opt
             ldl.Diagonal(hr.View, n, diag.View, options.SigmaReg * meanDiag);
             if (options.Rotate)
             {
-                using var hrFloat = acc.Allocate1D<float>(nn);
+                using var hrFloat = device.Allocate1D<float>(nn);
                 ops.Narrow(hr.View, hrFloat.View);
                 rht.RotateHessian(hrFloat.View, n, suBuf.View, scratch.View.SubView(0, nn));
                 ops.Widen(hrFloat.View, hr.View);
@@ -153,8 +153,8 @@ public sealed class LinearQuantizer(QtipDevice device, LinearQuantizeOptions opt
 
             // Block LDL with more damping on failure (added in the rotated space: Had is orthogonal, so +λI commutes).
             double sigma = options.SigmaReg;
-            using (var factor = acc.Allocate1D<double>(nn))
-            using (var status = acc.Allocate1D<int>(1))
+            using (var factor = device.Allocate1D<double>(nn))
+            using (var status = device.Allocate1D<int>(1))
             {
                 for (int attempt = 0; ; attempt++)
                 {
@@ -180,7 +180,7 @@ public sealed class LinearQuantizer(QtipDevice device, LinearQuantizeOptions opt
                 throw new InvalidInputException($"quantize: weight ({m}×{n}) has RMS {rms}; cannot scale it to the code");
             ops.Scale(wr.View, 1f / wscale);
             acc.Synchronize();
-            return new PreparedMatrix(m, n, su, sv, wscale, sigma, acc, hr, a, wr);
+            return new PreparedMatrix(m, n, su, sv, wscale, sigma, device, hr, a, wr);
         }
         catch
         {
@@ -202,7 +202,7 @@ public sealed class LinearQuantizer(QtipDevice device, LinearQuantizeOptions opt
         int m = p.M, n = p.N;
         long mn = (long)m * n, nn = (long)n * n;
         double num, den;
-        using (var g = acc.Allocate1D<double>(nn))
+        using (var g = device.Allocate1D<double>(nn))
         {
             g.MemSetToZero();
             gram.Accumulate(p.Resid.View, m, n, g.View);
@@ -219,9 +219,9 @@ public sealed class LinearQuantizer(QtipDevice device, LinearQuantizeOptions opt
             ops.Scale(rec, p.Wscale);
             if (options.Rotate)
             {
-                using var suBuf = acc.Allocate1D(p.Su);
-                using var svBuf = acc.Allocate1D(p.Sv);
-                using var scratch = acc.Allocate1D<float>(mn);
+                using var suBuf = device.Allocate1D(p.Su);
+                using var svBuf = device.Allocate1D(p.Sv);
+                using var scratch = device.Allocate1D<float>(mn);
                 rht.UnrotateWeight(rec, m, n, suBuf.View, svBuf.View, scratch.View);
             }
         }

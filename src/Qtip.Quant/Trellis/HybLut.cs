@@ -78,9 +78,9 @@ public static class HybLut
     {
         var acc = device.Accelerator;
         var km = device.Get<KMeans2D>();
-        using var x = acc.Allocate1D(data);
-        using var cd = acc.Allocate1D(start);
-        using var sums = acc.Allocate1D<long>(KMeans2D.SumsLength(k));
+        using var x = device.Allocate1D(data);
+        using var cd = device.Allocate1D(start);
+        using var sums = device.Allocate1D<long>(KMeans2D.SumsLength(k));
         var c = (float[])start.Clone();
         double previous = double.PositiveInfinity;
         for (int it = 0; it < maxIterations; it++)

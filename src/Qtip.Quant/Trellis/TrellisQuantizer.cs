@@ -53,7 +53,7 @@ public sealed class TrellisQuantizer : IDisposable
         Options = options ?? new TrellisQuantizerOptions();
         kernels = ICodeKernels.For(codebook);
         Plan = kernels.Plan(device, l, k, t, Codes.SymbolBits(codebook.Kind, l), Options);
-        table = device.Accelerator.Allocate1D(codebook.Table is { Length: > 0 } tb ? tb : [0f]);
+        table = device.Allocate1D(codebook.Table is { Length: > 0 } tb ? tb : [0f]);
         workspace = new ViterbiWorkspace(device, Plan);
     }
 
@@ -147,8 +147,8 @@ public sealed class TrellisQuantizer : IDisposable
         long chunk = Math.Clamp(Options.MemoryBudgetBytes / 4 / 4 / groups, 1, count);
         chunk = Math.Min(chunk, int.MaxValue / groups);
         var acc = Device.Accelerator;
-        using var costs = acc.Allocate1D<float>(chunk * groups);
-        using var overlaps = acc.Allocate1D<int>(chunk);
+        using var costs = Device.Allocate1D<float>(chunk * groups);
+        using var overlaps = Device.Allocate1D<int>(chunk);
         var argmin = Device.Get<OverlapArgmin>();
         for (long b0 = 0; b0 < count; b0 += chunk)
         {
@@ -171,12 +171,12 @@ public sealed class TrellisQuantizer : IDisposable
         RejectNonFinite(targets);
         int count = targets.Length / T;
         var acc = Device.Accelerator;
-        using var x = acc.Allocate1D(targets.Length == 0 ? [0f] : targets);
-        using var s = acc.Allocate1D<uint>(Math.Max(1, (long)count * Steps));
-        using var r = acc.Allocate1D<float>(Math.Max(1, targets.Length));
-        using var m = acc.Allocate1D<float>(Math.Max(1, count));
+        using var x = Device.Allocate1D(targets.Length == 0 ? [0f] : targets);
+        using var s = Device.Allocate1D<uint>(Math.Max(1, (long)count * Steps));
+        using var r = Device.Allocate1D<float>(Math.Max(1, targets.Length));
+        using var m = Device.Allocate1D<float>(Math.Max(1, count));
         bool pack = mode != TailBiting.None;
-        using var p = acc.Allocate1D<short>(Math.Max(1, (long)count * WordsPerSequence));
+        using var p = Device.Allocate1D<short>(Math.Max(1, (long)count * WordsPerSequence));
         Quantize(x.View, count, mode, s.View, r.View, m.View, pack ? p.View : default, null);
         Device.Synchronize();
         return new TrellisBatchResult(
@@ -204,14 +204,14 @@ public sealed class TrellisQuantizer : IDisposable
         RejectNonFinite(w);
         int tiles = (m / 16) * (n / 16);
         var acc = Device.Accelerator;
-        using var wd = acc.Allocate1D(w);
-        using var seq = acc.Allocate1D<float>((long)tiles * T);
-        using var s = acc.Allocate1D<uint>((long)tiles * Steps);
-        using var r = acc.Allocate1D<float>((long)tiles * T);
-        using var mse = acc.Allocate1D<float>(tiles);
-        using var generic = acc.Allocate1D<short>((long)tiles * WordsPerSequence);
-        using var final = acc.Allocate1D<short>((long)tiles * WordsPerSequence);
-        using var rec = acc.Allocate1D<float>((long)m * n);
+        using var wd = Device.Allocate1D(w);
+        using var seq = Device.Allocate1D<float>((long)tiles * T);
+        using var s = Device.Allocate1D<uint>((long)tiles * Steps);
+        using var r = Device.Allocate1D<float>((long)tiles * T);
+        using var mse = Device.Allocate1D<float>(tiles);
+        using var generic = Device.Allocate1D<short>((long)tiles * WordsPerSequence);
+        using var final = Device.Allocate1D<short>((long)tiles * WordsPerSequence);
+        using var rec = Device.Allocate1D<float>((long)m * n);
         if (layout == TileLayoutKind.Kernel)
             Device.Get<TileGather<KernelLayout>>().Gather(wd.View, m, n, 0, n / 16, seq.View);
         else
@@ -236,8 +236,8 @@ public sealed class TrellisQuantizer : IDisposable
             throw new ArgumentException($"packed has {packed.Length} words, not a positive multiple of K·T/16 = {WordsPerSequence}", nameof(packed));
         int count = packed.Length / WordsPerSequence;
         var acc = Device.Accelerator;
-        using var p = acc.Allocate1D(packed);
-        using var values = acc.Allocate1D<float>((long)count * T);
+        using var p = Device.Allocate1D(packed);
+        using var values = Device.Allocate1D<float>((long)count * T);
         kernels.DecodeSequences(Device, p.View, count, L, K, T, table.View, values.View);
         Device.Synchronize();
         return values.GetAsArray1D();

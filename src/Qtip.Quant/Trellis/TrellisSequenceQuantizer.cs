@@ -63,8 +63,8 @@ public sealed class TrellisSequenceQuantizer : ISequenceQuantizer, IDisposable
         {
             states?.Dispose();
             mse?.Dispose();
-            states = quantizer.Device.Accelerator.Allocate1D<uint>((long)count * steps);
-            mse = quantizer.Device.Accelerator.Allocate1D<float>(count);
+            states = quantizer.Device.Allocate1D<uint>((long)count * steps);
+            mse = quantizer.Device.Allocate1D<float>(count);
         }
         quantizer.Quantize(targets.SubView(0, (long)count * 256), count, mode,
             states.View.SubView(0, (long)count * steps), reconstruction.SubView(0, (long)count * 256),

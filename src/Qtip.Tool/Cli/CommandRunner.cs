@@ -49,6 +49,11 @@ public static class CommandRunner
         {
             return Fail("error", e, ExitCodes.BadInput, "out of memory (host or CPU-simulator accelerator): the model or the batch does not fit");
         }
+        catch (Qtip.Model.Quantized.QuantizeInterruptedException e)
+        {
+            Console.Error.WriteLine($"qtip: {e.Message}");
+            return ExitCodes.Interrupted;
+        }
         catch (OperationCanceledException e)
         {
             return Fail("error", e, ExitCodes.Interrupted, "interrupted");

@@ -103,12 +103,12 @@ public static class BenchDistortionCommand
         using var q = new TrellisQuantizer(device, codebook, o.L, o.K, T, options);
         var x = GaussianSource.Fill(o.Sequences * T, o.Seed);
         var acc = device.Accelerator;
-        using var xd = acc.Allocate1D(x);
-        using var td = acc.Allocate1D<float>(x.Length);
-        using var states = acc.Allocate1D<uint>((long)o.Sequences * q.Steps);
-        using var recon = acc.Allocate1D<float>(x.Length);
-        using var mse = acc.Allocate1D<float>(o.Sequences);
-        using var packed = acc.Allocate1D<short>((long)o.Sequences * q.WordsPerSequence);
+        using var xd = device.Allocate1D(x);
+        using var td = device.Allocate1D<float>(x.Length);
+        using var states = device.Allocate1D<uint>((long)o.Sequences * q.Steps);
+        using var recon = device.Allocate1D<float>(x.Length);
+        using var mse = device.Allocate1D<float>(o.Sequences);
+        using var packed = device.Allocate1D<short>((long)o.Sequences * q.WordsPerSequence);
 
         double Evaluate(double s, int count)
         {

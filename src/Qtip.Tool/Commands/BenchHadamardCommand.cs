@@ -67,9 +67,9 @@ public static class BenchHadamardCommand
             var signs = new float[n];
             for (int i = 0; i < n; i++)
                 signs[i] = rng.Next(2) == 0 ? 1f : -1f;
-            using var data = device.Accelerator.Allocate1D(host);
-            using var copy = device.Accelerator.Allocate1D<float>(count);
-            using var sign = device.Accelerator.Allocate1D(signs);
+            using var data = device.Allocate1D(host);
+            using var copy = device.Allocate1D<float>(count);
+            using var sign = device.Allocate1D(signs);
 
             // Correctness spot check on row 0 before timing: float64 reference of one row.
             had.Apply(data.View, rows, n, transpose: true, inSign: sign.View);

@@ -56,6 +56,34 @@ public abstract class MatMulTests(BackendKind backend, KernelStyle style = Kerne
         }
     }
 
+    /// <summary>
+    /// fp16 weights with n a multiple of 32: on CUDA the tensor-core kernel (X rounded to fp16 on the way in, fp32
+    /// accumulation), elsewhere the SIMT kernels. X is drawn fp16-representable, so every path computes the same exact
+    /// products and differs from the loops only by fp32 summation order. Sizes span two 64×64 tiles with ragged edges
+    /// and three k chunks of 32.
+    /// </summary>
+    [Theory]
+    [InlineData(67, 72, 96)]
+    [InlineData(1, 64, 32)]
+    public void Fp16WeightsWithKChunksOf32_MatchLoops(int rows, int m, int n)
+    {
+        SkipWithoutFloat16();
+        var w = RoundHalf(Rng.Gaussian(m * n, seed: 3 * m));
+        var x = RoundHalf(Rng.Gaussian(rows * n, seed: 5 * n));
+        var acc = Device.Accelerator;
+        using var xd = acc.Allocate1D(x);
+        using var yd = acc.Allocate1D(Enumerable.Repeat(float.NaN, rows * m).ToArray());
+        using var wd = acc.Allocate1D(ToHalf(w));
+        MatMulOp.Apply(wd.View, xd.View, yd.View, rows, m, n);
+        var y = yd.GetAsArray1D();
+        for (int r = 0; r < rows; r++)
+        {
+            var want = MatVec(w, x[(r * n)..((r + 1) * n)], m, n);
+            for (int i = 0; i < m; i++)
+                Assert.True(Math.Abs(y[(r * m) + i] - want[i]) <= LlamaTolerances.Dot * (1 + Math.Abs(want[i])), $"Y[{r},{i}] = {y[(r * m) + i]}, want {want[i]}");
+        }
+    }
+
     [Fact]
     public void Apply_ThrowsForShortWeights()
     {

@@ -103,4 +103,16 @@ public sealed class PtxCompileTests
     {
         Assert.Contains("ld.global.v4.f32", Ptx.Value["RmsNorm.RmsNormKernel"], StringComparison.Ordinal);
     }
+
+    /// <summary>The tensor-core prefill product: eight m16n8k16 MMAs per k16 step, X packed to half2 by one cvt per pair (ILGPU passes the accumulators through local slots around each asm; ptxas keeps them in registers).</summary>
+    [Fact]
+    public void MatMulMma_IssuesTensorCoreMmas()
+    {
+        var ptx = Ptx.Value["MatMulMma.MatMulMmaKernel"];
+        var dump = Environment.GetEnvironmentVariable("QTIP_PTX_DUMP");
+        if (!string.IsNullOrEmpty(dump))
+            File.WriteAllText(dump, ptx);
+        Assert.Equal(8, ptx.Split("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32").Length - 1);
+        Assert.Contains("cvt.rn.f16x2.f32", ptx, StringComparison.Ordinal);
+    }
 }

@@ -40,7 +40,7 @@ public abstract class BlockLdlqTests(BackendKind backend) : BackendTest(backend)
         using (var factor = acc.Allocate1D(h))
         using (var status = acc.Allocate1D<int>(1))
             Assert.Equal(-1, Device.Get<BlockLdl>().Factor(factor.View, n, a.View, status.View));
-        return new PreparedMatrix(m, n, new float[n], new float[m], 1f, 0, acc, hb, a, acc.Allocate1D(wr));
+        return new PreparedMatrix(m, n, new float[n], new float[m], 1f, 0, Device, hb, a, acc.Allocate1D(wr));
     }
 
     private static float[] PlainLdlq(float[] wr, float[] a, int m, int n, GridQuantizer q)

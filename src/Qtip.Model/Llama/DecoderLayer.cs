@@ -1,0 +1,54 @@
+using ILGPU;
+using ILGPU.Runtime;
+using Qtip.Kernels.Runtime;
+using Qtip.Model.Checkpoint;
+
+namespace Qtip.Model.Llama;
+
+/// <summary>
+/// The weights of one decoder layer on the device, on their own (layer-streaming quantization holds one or a few at a
+/// time): input_layernorm and post_attention_layernorm (dim), and the seven linears indexed by <see cref="LinearKind"/>:
+/// q (qDim, dim), k, v (kvDim, dim), o (dim, qDim), gate, up (hidden, dim), down (dim, hidden).
+/// </summary>
+public sealed class DecoderLayer : IDisposable
+{
+    private readonly ILinearLayer?[] linears = new ILinearLayer?[7];
+
+    public DecoderLayer(int index, MemoryBuffer1D<float, Stride1D.Dense> inputNorm, MemoryBuffer1D<float, Stride1D.Dense> postNorm)
+    {
+        Index = index;
+        InputNorm = inputNorm;
+        PostNorm = postNorm;
+    }
+
+    /// <summary>The layer's index in the model.</summary>
+    public int Index { get; }
+
+    public MemoryBuffer1D<float, Stride1D.Dense> InputNorm { get; }
+
+    public MemoryBuffer1D<float, Stride1D.Dense> PostNorm { get; }
+
+    /// <summary>The linear <paramref name="kind"/>; the layer owns it.</summary>
+    public ILinearLayer this[LinearKind kind]
+    {
+        get => linears[(int)kind] ?? throw new InvalidOperationException($"layer {Index}: {kind} not loaded");
+        set
+        {
+            var old = linears[(int)kind];
+            if (old is not null && (old.InFeatures != value.InFeatures || old.OutFeatures != value.OutFeatures))
+                throw new ArgumentException($"{LlamaNames.Linear(Index, kind)}: replacement is {value.OutFeatures}×{value.InFeatures}, expected {old.OutFeatures}×{old.InFeatures}", nameof(value));
+            if (old is not null && !ReferenceEquals(old, value))
+                old.Dispose();
+            linears[(int)kind] = value;
+        }
+    }
+
+    public void Dispose()
+    {
+        InputNorm.Dispose();
+        PostNorm.Dispose();
+        foreach (var l in linears)
+            l?.Dispose();
+        Array.Clear(linears);
+    }
+}
