@@ -7,12 +7,11 @@ using Qtip.Model.Checkpoint;
 namespace Qtip.Model.Tokenization;
 
 /// <summary>
-/// Byte-level BPE (Llama 3) through Microsoft.ML.Tokenizers' <see cref="TiktokenTokenizer"/>. 2.0.1 has no
-/// <c>tokenizer.json</c> loader, so the vocabulary is rewritten in memory as a tiktoken rank file (each vocab
-/// string mapped back through GPT-2's byte↔unicode table, rank = id), with Llama 3's pre-tokenizer regex and the
-/// <c>added_tokens</c> as special tokens. This equals Hugging Face's BPE whenever merge priority follows the id
-/// order, as it does for Llama 3 (its merges were derived from tiktoken ranks). Not covered: tokenizer.json files
-/// whose merges do not follow id order, normalisers, and pre-tokenizer patterns other than Llama 3's.
+/// Byte-level BPE from Meta's tiktoken rank file (<c>original/tokenizer.model</c> of Llama 3) through
+/// Microsoft.ML.Tokenizers' <see cref="TiktokenTokenizer"/>, with Llama 3's pre-tokenizer regex and the special tokens
+/// of <c>tokenizer_config.json</c>. A <c>tokenizer.json</c> is read by <see cref="HuggingFaceBpeTokenizer"/> instead
+/// (exact, Hugging Face's algorithm); .NET's regex here does not match letters and digits outside the BMP as
+/// Hugging Face does.
 /// </summary>
 public sealed class ByteLevelBpeTokenizer : ITextTokenizer
 {
@@ -23,8 +22,9 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
     private readonly TiktokenTokenizer tokenizer;
     private readonly HashSet<int> special;
 
-    private ByteLevelBpeTokenizer(TiktokenTokenizer tokenizer, int bos, int eos, int vocab, HashSet<int> special)
+    private ByteLevelBpeTokenizer(TiktokenTokenizer tokenizer, int bos, int eos, int vocab, HashSet<int> special, string description)
     {
+        Description = description;
         this.tokenizer = tokenizer;
         BosId = bos;
         EosId = eos;
@@ -38,62 +38,7 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
 
     public int VocabSize { get; }
 
-    public static ByteLevelBpeTokenizer FromTokenizerJson(string path, int bosId, int eosId)
-    {
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
-            var root = doc.RootElement;
-            if (!root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object
-                || !model.TryGetProperty("vocab", out var vocab) || vocab.ValueKind != JsonValueKind.Object)
-                throw new ModelFormatException(path, null, "no model.vocab object");
-            string type = model.TryGetProperty("type", out var t) ? t.GetString() ?? "" : "";
-            if (type != "BPE")
-                throw new ModelFormatException(path, null, $"model type '{type}' is not BPE");
-            bool byteFallback = model.TryGetProperty("byte_fallback", out var bf) && bf.ValueKind == JsonValueKind.True;
-            if (byteFallback)
-                throw new ModelFormatException(path, null, "a SentencePiece-style BPE (byte_fallback) needs tokenizer.model, which is missing");
-            var decode = UnicodeToByte();
-            var ranks = new StringBuilder();
-            int maxId = -1;
-            foreach (var p in vocab.EnumerateObject())
-            {
-                var bytes = new List<byte>(p.Name.Length);
-                foreach (char c in p.Name)
-                {
-                    if (!decode.TryGetValue(c, out byte b))
-                        throw new ModelFormatException(path, null, $"vocab entry '{p.Name}' is not byte-level (character U+{(int)c:X4})");
-                    bytes.Add(b);
-                }
-                int id = p.Value.GetInt32();
-                maxId = Math.Max(maxId, id);
-                ranks.Append(Convert.ToBase64String(bytes.ToArray())).Append(' ').Append(id).Append('\n');
-            }
-            var specials = new Dictionary<string, int>(StringComparer.Ordinal);
-            if (root.TryGetProperty("added_tokens", out var added) && added.ValueKind == JsonValueKind.Array)
-            {
-                foreach (var a in added.EnumerateArray())
-                {
-                    int id = a.GetProperty("id").GetInt32();
-                    specials[a.GetProperty("content").GetString()!] = id;
-                    maxId = Math.Max(maxId, id);
-                }
-            }
-            return Create(new MemoryStream(Encoding.UTF8.GetBytes(ranks.ToString())), specials, bosId, eosId, maxId + 1);
-        }
-        catch (JsonException e)
-        {
-            throw new ModelFormatException(path, null, $"not valid JSON: {e.Message}", e);
-        }
-        catch (KeyNotFoundException e)
-        {
-            throw new ModelFormatException(path, null, $"malformed added_tokens: {e.Message}", e);
-        }
-        catch (IOException e)
-        {
-            throw new ModelFormatException(path, null, $"cannot read: {e.Message}", e);
-        }
-    }
+    public string Description { get; }
 
     /// <summary>Meta's <c>original/tokenizer.model</c> (tiktoken ranks). Special tokens come from
     /// <c>tokenizer_config.json</c>'s <c>added_tokens_decoder</c> when present.</summary>
@@ -111,10 +56,11 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
         }
         int lines = File.ReadLines(path).Count(l => l.Length > 0);
         int max = Math.Max(lines - 1, specials.Count == 0 ? 0 : specials.Values.Max());
-        return Create(File.OpenRead(path), specials, bosId, eosId, max + 1);
+        return Create(File.OpenRead(path), specials, bosId, eosId, max + 1,
+            $"byte-level BPE (original/tokenizer.model, tiktoken: {lines:N0} ranks + {specials.Count} special)");
     }
 
-    private static ByteLevelBpeTokenizer Create(Stream ranks, Dictionary<string, int> specials, int bos, int eos, int vocab)
+    private static ByteLevelBpeTokenizer Create(Stream ranks, Dictionary<string, int> specials, int bos, int eos, int vocab, string description)
     {
         using (ranks)
         {
@@ -122,7 +68,7 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
             {
                 var pre = new RegexPreTokenizer(new Regex(Llama3Pattern, RegexOptions.Compiled), specials);
                 var tok = TiktokenTokenizer.Create(ranks, pre, null, specials);
-                return new ByteLevelBpeTokenizer(tok, bos, eos, vocab, [.. specials.Values]);
+                return new ByteLevelBpeTokenizer(tok, bos, eos, vocab, [.. specials.Values], description);
             }
             catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException)
             {
