@@ -220,6 +220,9 @@ public sealed class HuggingFaceBpeTokenizer : ITextTokenizer
         }
     }
 
+    /// <summary>True for a special added token (skipped by <see cref="Decode(IReadOnlyList{int})"/>).</summary>
+    public bool IsSpecial(int id) => addedById.TryGetValue(id, out var a) && a.Special;
+
     /// <summary>The token of an id (vocabulary or added token), or null.</summary>
     public string? TokenOf(int id) =>
         addedById.TryGetValue(id, out var a) ? a.Content : id >= 0 && id < idToToken.Length ? idToToken[id] : null;
