@@ -59,6 +59,9 @@ public static class EvalCommand
             throw new UsageException($"--ctx must be at least 2 (got {ctx})");
         if (maxWindows is < 1)
             throw new UsageException($"--max-windows must be at least 1 (got {maxWindows})");
+        modelDir = Locations.ResolveModel(modelDir, Locations.Note);
+        referenceDir = referenceDir is null ? null : Locations.ResolveModel(referenceDir, Locations.Note);
+        dataPath = Locations.ResolveDefault(dataPath, Locations.ValidText);
         using var ckpt = LlamaCheckpoint.Open(modelDir);
         using var refCkpt = referenceDir is null ? null : LlamaCheckpoint.Open(referenceDir);
         if (refCkpt is not null && refCkpt.Config.VocabSize != ckpt.Config.VocabSize)
@@ -79,6 +82,7 @@ public static class EvalCommand
         }
         Qtip.Kernels.Llama.Embedding.CheckIds(stream, ckpt.Config.VocabSize);
         using var device = Backends.Open(kind, deviceIndex);
+        Notices.CpuBackend(device);
         var precision = RuntimeCli.ResolveWeights(device, requestedPrecision);
         var options = new ModelOptions { Precision = precision, MaxContext = ctx, MaxPrefillRows = ctx };
         using var model = LlamaModel.Load(device, ckpt, options);

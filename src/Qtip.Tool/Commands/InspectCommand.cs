@@ -24,7 +24,7 @@ public static class InspectCommand
 
     private static int Execute(string dir, FileInfo? json)
     {
-        using var ckpt = LlamaCheckpoint.Open(dir);
+        using var ckpt = LlamaCheckpoint.Open(Locations.ResolveModel(dir, Locations.Note));
         var c = ckpt.Config;
         var tok = RuntimeCli.TokenizerDescription(ckpt);
         var size = StorageSummary.Of(ckpt);
