@@ -11,7 +11,8 @@ public static class Program
     {
         var root = new RootCommand(
             "qtip: QTIP trellis quantization for Llama checkpoints (2, 3 or 4 bits per weight), and the runtime to " +
-            "evaluate and run them, on CUDA, OpenCL or the CPU. Exit codes: 0 ok, 1 usage, 2 backend unavailable, 3 bad model or input.");
+            "evaluate and run them, on CUDA, OpenCL or the CPU. Exit codes: 0 ok, 1 usage, 2 backend unavailable, 3 bad model or input. " +
+            Cli.Locations.DefaultsHelp + " A model is a local folder; an org/name not found as a folder is read from the Hugging Face cache.");
         root.Subcommands.Add(DevicesCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(QuantizeCommand.Create());

@@ -28,7 +28,9 @@ public static class DemoCommand
         var calibWindows = new Option<int>("--calib-windows") { Description = "Calibration windows. Default: all on a GPU, 16 on the CPU.", DefaultValueFactory = _ => -1 };
         var output = new Option<DirectoryInfo?>("--out") { Description = "Where the quantized model goes (default: out/llama-nano-<code>-<K>bit)." };
         var json = CommonOptions.Json();
-        var command = new Command("demo", "The main job on the bundled llama-nano: quantize, compare FP vs quantized perplexity, generate a sample.")
+        var command = new Command("demo", "The main job on the bundled llama-nano: quantize, compare FP vs quantized perplexity, generate a sample. " +
+            "llama-nano and the texts come from the Qtip repository above the working directory, else from the tool's own folder (installed with it); " +
+            "the quantized model goes to out/ of the repository, or of the working directory for the installed tool.")
         {
             backend, device, bits, code, l, windows, calibWindows, output, json,
         };

@@ -42,7 +42,7 @@ public static class EvalCommand
         var device = CommonOptions.Device();
         var weights = RuntimeCli.WeightsOption();
         var json = CommonOptions.Json();
-        var command = new Command("eval", "Perplexity of a model on a corpus, by the reference protocol; with --reference, KL divergence and top-1 agreement against the full-precision model.")
+        var command = new Command("eval", "Perplexity of a model on a corpus, by the reference protocol; with --reference, KL divergence and top-1 agreement against the full-precision model. " + Locations.DefaultsHelp)
         {
             model, data, ctx, maxWindows, reference, backend, device, weights, json,
         };

@@ -45,7 +45,8 @@ public static class SweepCommand
         var backend = CommonOptions.Backend();
         var device = CommonOptions.Device();
         var json = CommonOptions.Json();
-        var command = new Command("sweep", "Quantize with several codes and bit widths, evaluate each against the full-precision model (perplexity, KLD), write a table and a plot.")
+        var command = new Command("sweep", "Quantize with several codes and bit widths, evaluate each against the full-precision model (perplexity, KLD), write a table and a plot (PNG, SVG). " +
+            "On the CPU simulator keep it small: --codes 1mad --bits 2,3 --L 8 --calib-ctx 64 --calib-windows 2 --ctx 64 --max-windows 2.")
         {
             model, codes, bits, rtn, l, output, data, ctx, maxWindows, calib, calibCtx, calibWindows, keep, backend, device, json,
         };
