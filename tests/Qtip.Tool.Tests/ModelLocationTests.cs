@@ -38,7 +38,7 @@ public sealed class ModelLocationTests : IDisposable
         var viaHubCache = QtipProcess.RunIn(work, new Dictionary<string, string?> { ["HF_HUB_CACHE"] = Path.Combine(work, "hub"), ["HF_HOME"] = null },
             "inspect", "--model", "acme/nano");
         Assert.True(viaHubCache.ExitCode == 0, viaHubCache.Stderr + viaHubCache.Stdout);
-        Assert.Contains("not a folder; using the Hugging Face cache snapshot " + snap, viaHubCache.Stderr, StringComparison.Ordinal);
+        Assert.Contains("not a folder; using the Hugging Face cache snapshot " + snap, viaHubCache.Stdout, StringComparison.Ordinal);
         Assert.Contains("model " + snap, viaHubCache.Stdout, StringComparison.Ordinal);
         // HF_HOME/hub when HF_HUB_CACHE is unset.
         var viaHome = QtipProcess.RunIn(work, new Dictionary<string, string?> { ["HF_HUB_CACHE"] = null, ["HF_HOME"] = work },

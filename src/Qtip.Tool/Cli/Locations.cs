@@ -108,8 +108,9 @@ public static class Locations
         return new DirectoryInfo(snapshots).GetDirectories().OrderByDescending(d => d.LastWriteTimeUtc).FirstOrDefault()?.FullName;
     }
 
-    /// <summary>Prints a note about where something was found (stderr, so JSON and tables on stdout stay clean).</summary>
-    public static void Note(string text) => Console.Error.WriteLine($"qtip: note: {text}");
+    /// <summary>Prints a note about where something was found (stdout, with the other progress lines; stderr holds
+    /// only the one line of a failure).</summary>
+    public static void Note(string text) => Output.Line($"qtip: note: {text}");
 
     private static bool SamePath(string a, string b) =>
         string.Equals(a.Replace('\\', '/').TrimEnd('/'), b, StringComparison.Ordinal);

@@ -4,7 +4,7 @@ using Qtip.Quant.Trellis;
 
 namespace Qtip.Tool.Cli;
 
-/// <summary>One-time notes on stderr: the CPU backend is a slow simulator; HYB's LUT is built once and cached.</summary>
+/// <summary>One-time notes (stdout, with the progress lines; stderr holds only the one line of a failure): the CPU backend is a slow simulator; HYB's LUT is built once and cached.</summary>
 public static class Notices
 {
     private static bool cpuSaid;
@@ -15,7 +15,7 @@ public static class Notices
         if (device.Kind != BackendKind.Cpu || cpuSaid)
             return;
         cpuSaid = true;
-        Console.Error.WriteLine("qtip: note: the cpu backend is ILGPU's CPU simulator of a GPU: correct but slow (minutes where a GPU takes seconds). " +
+        Output.Line("qtip: note: the cpu backend is ILGPU's CPU simulator of a GPU: correct but slow (minutes where a GPU takes seconds). " +
             "Short runs: eval --ctx 128 --max-windows 4; quantize --code 1mad --L 8 --calib-ctx 64 --calib-windows 2; demo --windows 1.");
     }
 
@@ -27,7 +27,7 @@ public static class Notices
         var path = HybLut.CachePath(HybLut.DefaultSeed, HybLut.DefaultSamples, HybCode.Rows);
         if (File.Exists(path))
             return;
-        Console.Error.WriteLine($"qtip: note: HYB needs its 512-entry LUT: built once by k-means on 2^20 points " +
+        Output.Line($"qtip: note: HYB needs its 512-entry LUT: built once by k-means on 2^20 points " +
             $"({(device.Kind == BackendKind.Cpu ? "minutes on the CPU simulator" : "seconds on a GPU")}) and cached at {path} (${HybLut.CacheVariable} moves the cache).");
     }
 }
