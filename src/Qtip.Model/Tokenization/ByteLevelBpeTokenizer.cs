@@ -1,4 +1,3 @@
-using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
@@ -16,8 +15,7 @@ namespace Qtip.Model.Tokenization;
 public sealed class ByteLevelBpeTokenizer : ITextTokenizer
 {
     /// <summary>Llama 3's pre-tokenizer pattern.</summary>
-    public const string Llama3Pattern =
-        @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    public const string Llama3Pattern = Llama3Split.Pattern;
 
     private readonly TiktokenTokenizer tokenizer;
     private readonly HashSet<int> special;
@@ -87,28 +85,4 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
     }
 
     public string Decode(IReadOnlyList<int> ids) => tokenizer.Decode(ids.Where(i => !special.Contains(i))) ?? "";
-
-    /// <summary>GPT-2's printable-unicode → byte table.</summary>
-    internal static Dictionary<char, byte> UnicodeToByte()
-    {
-        var bs = new List<int>();
-        for (int b = '!'; b <= '~'; b++) bs.Add(b);
-        for (int b = 0xA1; b <= 0xAC; b++) bs.Add(b);
-        for (int b = 0xAE; b <= 0xFF; b++) bs.Add(b);
-        var cs = new List<int>(bs);
-        int n = 0;
-        for (int b = 0; b < 256; b++)
-        {
-            if (!bs.Contains(b))
-            {
-                bs.Add(b);
-                cs.Add(256 + n);
-                n++;
-            }
-        }
-        var map = new Dictionary<char, byte>();
-        for (int i = 0; i < bs.Count; i++)
-            map[(char)cs[i]] = (byte)bs[i];
-        return map;
-    }
 }
