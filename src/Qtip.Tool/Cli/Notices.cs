@@ -9,14 +9,19 @@ public static class Notices
 {
     private static bool cpuSaid;
 
-    /// <summary>On the CPU backend, says once that it simulates a GPU slowly and which settings keep a run short.</summary>
-    public static void CpuBackend(QtipDevice device)
+    /// <summary>On the CPU backend, says once that it simulates a GPU slowly and which settings keep a run short.
+    /// <paramref name="toStderr"/>: for <c>generate</c>, whose stdout is the generated text alone.</summary>
+    public static void CpuBackend(QtipDevice device, bool toStderr = false)
     {
         if (device.Kind != BackendKind.Cpu || cpuSaid)
             return;
         cpuSaid = true;
-        Output.Line("qtip: note: the cpu backend is ILGPU's CPU simulator of a GPU: correct but slow (minutes where a GPU takes seconds). " +
-            "Short runs: eval --ctx 128 --max-windows 4; quantize --code 1mad --L 8 --calib-ctx 64 --calib-windows 2; demo --windows 1.");
+        const string text = "qtip: note: the cpu backend is ILGPU's CPU simulator of a GPU: correct but slow (minutes where a GPU takes seconds). " +
+            "Short runs: eval --ctx 128 --max-windows 4; quantize --code 1mad --L 8 --calib-ctx 64 --calib-windows 2; demo --windows 1.";
+        if (toStderr)
+            Console.Error.WriteLine(text);
+        else
+            Output.Line(text);
     }
 
     /// <summary>Before a HYB quantization: says that the LUT is built once (k-means, minutes on the CPU) unless cached, and where.</summary>
