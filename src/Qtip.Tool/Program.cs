@@ -49,7 +49,8 @@ public static class Program
     {
         var root = new RootCommand(
             "qtip: QTIP trellis quantization for Llama checkpoints (2, 3 or 4 bits per weight), and the runtime to " +
-            "evaluate and run them, on CUDA, OpenCL or the CPU. " + ExitCodesHelp);
+            "evaluate and run them, on CUDA, OpenCL or the CPU. " + ExitCodesHelp + " " +
+            Cli.Locations.DefaultsHelp + " A model is a local folder; an org/name not found as a folder is read from the Hugging Face cache.");
         // Recursive: valid after any command.
         root.Options.Add(new Option<bool>("--verbose") { Description = "On failure, also print the stack trace.", Recursive = true });
         root.Subcommands.Add(DevicesCommand.Create());
@@ -57,6 +58,7 @@ public static class Program
         root.Subcommands.Add(QuantizeCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(EvalCommand.Create());
+        root.Subcommands.Add(SweepCommand.Create());
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(InspectCommand.Create());
         return root;

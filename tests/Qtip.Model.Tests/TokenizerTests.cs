@@ -1,5 +1,3 @@
-using System.Text;
-using System.Text.Json.Nodes;
 using Qtip.Model.Llama;
 using Qtip.Model.Tokenization;
 using Xunit;
@@ -68,37 +66,5 @@ public sealed class TokenizerTests
         var t = Tokenizers.Load(Fixtures.Nano, 1, 2);
         Assert.IsType<SentencePieceBpeTokenizer>(t);
         Assert.Equal(8192, t.VocabSize);
-    }
-
-    [Fact]
-    public void ByteLevelBpe_FromTokenizerJson_MergesByRank()
-    {
-        var byteToChar = ByteLevelBpeTokenizer.UnicodeToByte().ToDictionary(kv => kv.Value, kv => kv.Key);
-        var vocab = new JsonObject();
-        for (int b = 0; b < 256; b++)
-            vocab[byteToChar[(byte)b].ToString()] = b;
-        string Enc(string s) => new(Encoding.UTF8.GetBytes(s).Select(b => byteToChar[b]).ToArray());
-        vocab[Enc("he")] = 256;
-        vocab[Enc("ll")] = 257;
-        vocab[Enc("hell")] = 258;
-        vocab[Enc(" w")] = 259;
-        var json = new JsonObject
-        {
-            ["model"] = new JsonObject { ["type"] = "BPE", ["vocab"] = vocab, ["merges"] = new JsonArray() },
-            ["added_tokens"] = new JsonArray(new JsonObject { ["id"] = 260, ["content"] = "<|begin_of_text|>" }, new JsonObject { ["id"] = 261, ["content"] = "<|end_of_text|>" }),
-        };
-        var dir = Fixtures.TempDir("tokjson");
-        try
-        {
-            File.WriteAllText(Path.Combine(dir, "tokenizer.json"), json.ToJsonString());
-            var t = Tokenizers.Load(dir, 260, 261);
-            Assert.IsType<ByteLevelBpeTokenizer>(t);
-            Assert.Equal(new[] { 260, 258, 'o', 259, 'o' }, t.Encode("hello wo"));
-            Assert.Equal("hello wo", t.Decode(t.Encode("hello wo")));
-        }
-        finally
-        {
-            Directory.Delete(dir, true);
-        }
     }
 }

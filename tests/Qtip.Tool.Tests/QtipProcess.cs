@@ -7,10 +7,17 @@ internal static class QtipProcess
 {
     public sealed record Result(int ExitCode, string Stdout, string Stderr);
 
-    public static Result Run(params string[] args)
+    public static Result Run(params string[] args) => RunIn(null, null, args);
+
+    /// <summary>Runs qtip in <paramref name="cwd"/> (null: this process's) with extra environment variables.</summary>
+    public static Result RunIn(string? cwd, IReadOnlyDictionary<string, string?>? environment, params string[] args)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "qtip.dll");
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        if (cwd is not null)
+            psi.WorkingDirectory = cwd;
+        foreach (var (k, v) in environment ?? new Dictionary<string, string?>())
+            psi.Environment[k] = v;
         psi.ArgumentList.Add(dll);
         foreach (var a in args)
             psi.ArgumentList.Add(a);

@@ -13,6 +13,16 @@ public sealed record PerplexityResult(int Context, int Windows, long PredictedTo
     public double TokensPerSecond => Seconds > 0 ? (double)Windows * Context / Seconds : 0;
 }
 
+/// <summary>Progress of an evaluation after a window: windows done of total, the running mean NLL (so the running
+/// perplexity), and the seconds spent, from which an ETA follows.</summary>
+public readonly record struct EvalProgress(int Done, int Total, double MeanNll, double Seconds)
+{
+    public double Perplexity => Math.Exp(MeanNll);
+
+    /// <summary>Seconds left at the pace so far.</summary>
+    public double EtaSeconds => Done == 0 ? double.NaN : Seconds / Done * (Total - Done);
+}
+
 /// <summary>
 /// The evaluation protocol of the reference figures: documents (split on blank lines, as
 /// <c>text.rstrip('\n').split('\n\n')</c>) become one stream of BOS + ids + EOS each; the stream is cut into
@@ -48,7 +58,38 @@ public static class Perplexity
         return ids;
     }
 
-    public static PerplexityResult Evaluate(LlamaModel model, int[] stream, int context, int? maxWindows = null, Action<int, int>? progress = null)
+    public static PerplexityResult Evaluate(LlamaModel model, int[] stream, int context, int? maxWindows = null, Action<int, int>? progress = null) =>
+        Evaluate(model, stream, context, maxWindows, progress is null ? null : (Action<EvalProgress>)(p => progress(p.Done, p.Total)));
+
+    /// <summary>As <see cref="Evaluate(LlamaModel, int[], int, int?, Action{int, int}?)"/>, reporting the running
+    /// perplexity after each window.</summary>
+    public static PerplexityResult Evaluate(LlamaModel model, int[] stream, int context, int? maxWindows, Action<EvalProgress>? progress)
+    {
+        int windows = Windows(model, stream, context, maxWindows);
+        double sum = 0;
+        long count = 0;
+        var sw = Stopwatch.StartNew();
+        for (int w = 0; w < windows; w++)
+        {
+            var (s, n) = model.WindowNll(stream.AsSpan(w * context, context));
+            RequireFinite(s, w, context);
+            sum += s;
+            count += n;
+            progress?.Invoke(new EvalProgress(w + 1, windows, sum / count, sw.Elapsed.TotalSeconds));
+        }
+        return new PerplexityResult(context, windows, count, stream.Length, sum / count, sw.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>Refuses a window whose summed loss is NaN or ±∞ (a perplexity of NaN is never a result).</summary>
+    internal static void RequireFinite(double nll, int window, int context)
+    {
+        if (!double.IsFinite(nll))
+            throw new InvalidInputException($"window {window} (tokens {(long)window * context}…{((long)(window + 1) * context) - 1} of the stream): the loss is {nll}, not finite " +
+                "(the weights or config.json overflow; with --weights f16 try f32)");
+    }
+
+    /// <summary>The number of whole windows to score; checks the context against the model.</summary>
+    internal static int Windows(LlamaModel model, int[] stream, int context, int? maxWindows)
     {
         if (context < 2)
             throw new ArgumentOutOfRangeException(nameof(context), context, "context must be at least 2");
@@ -59,19 +100,6 @@ public static class Perplexity
             windows = Math.Min(windows, mw);
         if (windows == 0)
             throw new InvalidInputException($"the stream has {stream.Length} tokens, fewer than one window of {context}");
-        double sum = 0;
-        long count = 0;
-        var sw = Stopwatch.StartNew();
-        for (int w = 0; w < windows; w++)
-        {
-            var (s, n) = model.WindowNll(stream.AsSpan(w * context, context));
-            if (!double.IsFinite(s))
-                throw new InvalidInputException($"window {w} (tokens {(long)w * context}…{((long)(w + 1) * context) - 1} of the stream): the loss is {s}, not finite " +
-                    "(the weights or config.json overflow; with --weights f16 try f32)");
-            sum += s;
-            count += n;
-            progress?.Invoke(w + 1, windows);
-        }
-        return new PerplexityResult(context, windows, count, stream.Length, sum / count, sw.Elapsed.TotalSeconds);
+        return windows;
     }
 }

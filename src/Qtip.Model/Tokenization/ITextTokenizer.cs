@@ -9,6 +9,9 @@ public interface ITextTokenizer
 
     int VocabSize { get; }
 
+    /// <summary>What the tokenizer is and which file it came from (one line, for <c>inspect</c> and <c>eval</c>).</summary>
+    string Description { get; }
+
     /// <summary>Ids of <paramref name="text"/>, preceded by BOS when <paramref name="addBos"/>.</summary>
     IReadOnlyList<int> Encode(string text, bool addBos = true);
 
@@ -20,9 +23,10 @@ public interface ITextTokenizer
 public static class Tokenizers
 {
     /// <summary>
-    /// <c>tokenizer.model</c> (SentencePiece, Llama 1/2) if present; else <c>tokenizer.json</c> of a byte-level BPE
-    /// (Llama 3), read through Microsoft.ML.Tokenizers' tiktoken tokenizer; else <c>original/tokenizer.model</c> in
-    /// tiktoken format (Llama 3 as Meta ships it).
+    /// <c>tokenizer.model</c> (SentencePiece, Llama 1/2) if present; else <c>tokenizer.json</c> (Hugging Face BPE:
+    /// Llama 2's SentencePiece-style file with byte fallback, Llama 3's byte-level one), read by
+    /// <see cref="HuggingFaceBpeTokenizer"/>; else <c>original/tokenizer.model</c> in tiktoken format (Llama 3 as Meta
+    /// ships it).
     /// </summary>
     public static ITextTokenizer Load(string folder, int bosId, int eosId)
     {
@@ -40,7 +44,7 @@ public static class Tokenizers
                 : "is not a SentencePiece model (it does not start with a protobuf piece list)";
         }
         if (File.Exists(json))
-            return ByteLevelBpeTokenizer.FromTokenizerJson(json, bosId, eosId, spProblem is null ? null : $"and {sp} {spProblem}");
+            return HuggingFaceBpeTokenizer.Load(json, bosId, eosId);
         if (File.Exists(tiktoken))
             return ByteLevelBpeTokenizer.FromTiktoken(tiktoken, Path.Combine(folder, "tokenizer_config.json"), bosId, eosId);
         if (spProblem is not null)

@@ -51,6 +51,8 @@ public sealed class SentencePieceBpeTokenizer : ITextTokenizer
 
     public int VocabSize { get; }
 
+    public string Description => $"SentencePiece BPE (tokenizer.model: {VocabSize:N0} pieces)";
+
     /// <summary>The Microsoft.ML.Tokenizers tokenizer of the same file (used for decoding).</summary>
     public LlamaTokenizer Library => decoder;
 

@@ -51,7 +51,7 @@ public static class CommandRunner
         }
         catch (Qtip.Model.Quantized.QuantizeInterruptedException e)
         {
-            Console.Error.WriteLine($"qtip: {e.Message}");
+            CliConsole.Error.WriteLine($"qtip: {e.Message}");
             return ExitCodes.Interrupted;
         }
         catch (OperationCanceledException e)

@@ -146,7 +146,7 @@ public static class BenchQuantizeCommand
         {
         }
 
-        public void Layer(int layer, int layers) => Console.Error.Write($"\rlayer {layer + 1}/{layers}   ");
+        public void Layer(int layer, int layers) => CliConsole.Error.Write($"\rlayer {layer + 1}/{layers}   ");
 
         public void Matrix(MatrixReport report)
         {

@@ -28,7 +28,9 @@ public static class DemoCommand
         var calibWindows = new Option<int>("--calib-windows") { Description = "Calibration windows. Default: all on a GPU, 16 on the CPU.", DefaultValueFactory = _ => -1 };
         var output = new Option<DirectoryInfo?>("--out") { Description = "Where the quantized model goes (default: out/llama-nano-<code>-<K>bit)." };
         var json = CommonOptions.Json();
-        var command = new Command("demo", "The main job on the bundled llama-nano: quantize, compare FP vs quantized perplexity, generate a sample.")
+        var command = new Command("demo", "The main job on the bundled llama-nano: quantize, compare FP vs quantized perplexity, generate a sample. " +
+            "llama-nano and the texts come from the Qtip repository above the working directory, else from the tool's own folder (installed with it); " +
+            "the quantized model goes to out/ of the repository, or of the working directory for the installed tool.")
         {
             backend, device, bits, code, l, windows, calibWindows, output, json,
         };
@@ -38,19 +40,14 @@ public static class DemoCommand
         return command;
     }
 
-    /// <summary>The repository folder holding models/llama-nano and data/corpus (walking up from the working and app directories).</summary>
+    /// <summary>The folder holding models/llama-nano and data/corpus: the Qtip repository above the working directory,
+    /// else the tool's own folder (the installed tool package carries both; <see cref="Locations"/>).</summary>
     internal static string FindRepository()
     {
-        foreach (var start in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
-        {
-            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
-            {
-                if (File.Exists(Path.Combine(dir.FullName, "models", "llama-nano", "config.json"))
-                    && File.Exists(Path.Combine(dir.FullName, "data", "corpus", "valid.txt")))
-                    return dir.FullName;
-            }
-        }
-        throw new InvalidInputException("the bundled llama-nano was not found: run the demo from the Qtip repository (models/llama-nano, data/corpus)");
+        var model = Locations.FindBundled(Locations.NanoModel);
+        if (model is not null && File.Exists(Path.Combine(model, "..", "..", Locations.ValidText)))
+            return Path.GetFullPath(Path.Combine(model, "..", ".."));
+        throw new InvalidInputException($"the bundled llama-nano was not found: neither in a Qtip repository above {Environment.CurrentDirectory} nor next to the tool ({Locations.ToolDirectory})");
     }
 
     private static int Execute(BackendKind kind, int deviceIndex, int bits, string? codeText, int l, int windows, int calibWindows, DirectoryInfo? output, FileInfo? json)
@@ -69,8 +66,12 @@ public static class DemoCommand
         if (calibWindows < 0)
             calibWindows = cpu ? 16 : 0;
         var codeName = code switch { TrellisCodeKind.Hyb => "hyb", TrellisCodeKind.ThreeInst => "3inst", _ => "1mad" };
-        var outDir = output?.FullName ?? Path.Combine(repo, "out", $"llama-nano-{codeName}-{bits}bit");
+        // In a checkout the output goes under its out/; for the installed tool (model and texts next to it), under the working directory.
+        var outRoot = File.Exists(Path.Combine(repo, "Qtip.sln")) ? repo : Environment.CurrentDirectory;
+        var outDir = output?.FullName ?? Path.Combine(outRoot, "out", $"llama-nano-{codeName}-{bits}bit");
         Output.Line($"device: {device}");
+        Notices.CpuBackend(device);
+        Notices.HybTable(device, code);
         Output.Line($"1/4  quantize {modelDir} → {outDir}: QTIP {codeName.ToUpperInvariant()}, K = {bits}, L = {l}, calibration {(calibWindows == 0 ? "all" : calibWindows.ToString())} windows of 512 tokens");
         var wall = Stopwatch.StartNew();
         var options = new QuantizeOptions

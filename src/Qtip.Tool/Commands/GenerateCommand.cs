@@ -51,13 +51,14 @@ public static class GenerateCommand
             throw new UsageException($"--top-p must be in (0, 1] (got {sampling.TopP})");
         if (sampling.TopK < 0)
             throw new UsageException($"--top-k must be ≥ 0 (got {sampling.TopK})");
-        using var ckpt = LlamaCheckpoint.Open(modelDir);
+        using var ckpt = LlamaCheckpoint.Open(Locations.ResolveModel(modelDir, note => CliConsole.Error.WriteLine($"qtip: note: {note}")));
         var tokenizer = Tokenizers.Load(ckpt.Folder, ckpt.Config.BosTokenId, ckpt.Config.EosTokenIds[0]);
         var promptIds = tokenizer.Encode(prompt);
         int context = Math.Min(promptIds.Count + maxNew, ckpt.Config.MaxPositionEmbeddings);
         if (promptIds.Count + maxNew - 1 > ckpt.Config.MaxPositionEmbeddings)
             throw new UsageException($"prompt ({promptIds.Count} tokens) + {maxNew} new tokens exceed the model's {ckpt.Config.MaxPositionEmbeddings} positions");
         using var device = Backends.Open(kind, deviceIndex);
+        Notices.CpuBackend(device, toStderr: true);
         var precision = RuntimeCli.ResolveWeights(device, requestedPrecision);
         using var model = LlamaModel.Load(device, ckpt, new ModelOptions { Precision = precision, MaxContext = context, MaxPrefillRows = promptIds.Count });
         CliConsole.Error.WriteLine($"device: {device}; prompt {promptIds.Count} tokens");

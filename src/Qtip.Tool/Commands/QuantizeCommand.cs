@@ -47,7 +47,7 @@ public static class QuantizeCommand
         command.SetAction(parse => CommandRunner.Run(() =>
         {
             var kind = CommonOptions.ParseBackend(parse.GetValue(backend)!);
-            var modelDir = parse.GetValue(model)!.FullName;
+            var modelDir = Path.GetFullPath(Locations.ResolveModel(parse.GetValue(model)!.ToString(), Locations.Note));
             if (parse.GetValue(sequential) && parse.GetValue(noHessian))
                 throw new UsageException("--sequential and --no-hessian exclude each other");
             var opts = new QuantizeOptions
@@ -138,6 +138,9 @@ public static class QuantizeCommand
         using var guard = CheckBeforeWork(opts);
         using var device = Backends.Open(kind, deviceIndex);
         Output.Line($"device: {device}");
+        Notices.CpuBackend(device);
+        if (opts.WritesTrellis)
+            Notices.HybTable(device, opts.Code);
         var wall = Stopwatch.StartNew();
         QuantizeReport report;
         using var interruption = new Interruption();
