@@ -448,6 +448,49 @@ public sealed class MalformedInputFuzzTests(MalformedInputFuzzTests.Models model
         Assert.Equal(before, Listing(d.Dir));
     }
 
+    /// <summary>Every key of nano's config.json (and of quip_params on the quantized base) set to each hostile value:
+    /// the checkpoint opens (the value is ignored or acceptable) or the run ends with exit code 3 and one line naming
+    /// config.json; never a stack trace, an internal error or a usage error.</summary>
+    [Theory]
+    [InlineData(Base.Nano)]
+    [InlineData(Base.Quantized)]
+    public void EveryConfigKey_WithHostileValues_OpensOrIsOneLineExit3(Base on)
+    {
+        var d = new CaseDir(models.Root, $"keys-{on}", on == Base.Quantized ? models.Quantized : Nano);
+        var original = JsonNode.Parse(File.ReadAllText(d.File_("config.json")))!.AsObject();
+        JsonNode?[] hostile = [null, "x", -1, 0, 1, 2.5, 1e300, 3000000000L, new JsonArray(), new JsonObject(), true, new JsonArray(1, "a"),
+            new JsonObject { ["rope_type"] = "llama3", ["factor"] = "x" }];
+        var paths = original.Select(p => (p.Key, (string?)null)).ToList();
+        foreach (var nested in new[] { "rope_parameters", "quip_params", "quantization_config" })
+        {
+            if (original[nested] is JsonObject o)
+                paths.AddRange(o.Select(p => (nested, (string?)p.Key)));
+        }
+        int runs = 0, refused = 0;
+        foreach (var (key, inner) in paths)
+        {
+            foreach (var value in hostile)
+            {
+                var c = original.DeepClone().AsObject();
+                if (inner is null)
+                    c[key] = value?.DeepClone();
+                else
+                    c[key]![inner] = value?.DeepClone();
+                d.Write("config.json", c.ToJsonString());
+                var r = QtipInProcess.Run(Inspect(d));
+                runs++;
+                string what = $"{key}{(inner is null ? "" : "." + inner)} = {value?.ToJsonString() ?? "null"}";
+                Assert.True(r.ExitCode is 0 or BadInput, $"{what}: {r}");
+                if (r.ExitCode == BadInput)
+                {
+                    refused++;
+                    Assert.True(r.Lines.Length == 1 && r.Lines[0].StartsWith("qtip: error: ", StringComparison.Ordinal), $"{what}: {r}");
+                }
+            }
+        }
+        Assert.True(runs >= 300 && refused > runs / 10, $"{runs} runs, {refused} refused");
+    }
+
     [Fact]
     public async Task Inspect_WithAFifoTokenizerModel_DoesNotHang()
     {
