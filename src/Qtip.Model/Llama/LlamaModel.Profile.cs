@@ -49,7 +49,7 @@ public sealed partial class LlamaModel
         hb.MemSetToZero();
         qkv.MemSetToZero();
         device.Synchronize();
-        long Bytes(ILinearLayer l) => l is DenseLinear d ? d.WeightBytes : 0;
+        long Bytes(ILinearLayer l) => l.WeightBytes;
         double Time(Action op) => DeviceTimer.MedianSeconds(device, op, iterations) * 1e6;
         var ops = new List<DecodeOpTime>();
         void Add(string name, int launches, Action op, long bytes) => ops.Add(new DecodeOpTime(name, launches, Time(op), bytes));
