@@ -175,7 +175,9 @@ public sealed class QtipLinear : ILinearLayer
     public void DecodeDense(ArrayView<float> destination, AcceleratorStream stream) =>
         ForCode(new DecodeOp(this, destination, stream));
 
-    /// <summary>y (m) = Ŵ · xr (n), the fused trellis-decode matrix–vector product.</summary>
+    /// <summary>y (m) = Ŵ · xr (n), the fused trellis-decode matrix–vector product on the transformed input (no RHT).</summary>
+    public void TransformedMatVec(ArrayView<float> xr, ArrayView<float> y, AcceleratorStream stream) => MatVec(xr, y, stream);
+
     private void MatVec(ArrayView<float> xr, ArrayView<float> y, AcceleratorStream stream) =>
         ForCode(new MatVecOp(this, xr, y, stream));
 

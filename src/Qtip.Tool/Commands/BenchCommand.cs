@@ -11,6 +11,7 @@ public static class BenchCommand
         command.Subcommands.Add(BenchHadamardCommand.Create());
         command.Subcommands.Add(BenchDistortionCommand.Create());
         command.Subcommands.Add(BenchDecodeCommand.Create());
+        command.Subcommands.Add(BenchMatVecCommand.Create());
         return command;
     }
 }
