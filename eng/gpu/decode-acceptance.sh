@@ -30,13 +30,13 @@ for s in "$@"; do
         timeout 300 /tmp/q/qtip/Qtip.Quant.Tests -class $c > "$out/test-$c.log" 2>&1
         line "test $c rc=$? $(sed 's/\x1b\[[0-9;]*m//g' "$out/test-$c.log" | grep -aE 'Total:|\[FAIL\]|Skip' | head -5 | tr '\n' ' ')"
       done
-      for c in $EXTRA_TEST_CLASSES; do
+      for c in ${EXTRA_TEST_CLASSES:-}; do
         t=/tmp/q/qtip/${c%%.[A-Z]*[a-z]Tests*}; t=/tmp/q/qtip/$(echo $c | cut -d. -f1-3)
         timeout 300 $t -class $c > "$out/test-$c.log" 2>&1
         line "test $c rc=$? $(sed 's/\x1b\[[0-9;]*m//g' "$out/test-$c.log" | grep -aE 'Total:|\[FAIL\]' | head -5 | tr '\n' ' ')"
       done ;;
     gate)
-      for code in hyb 3inst 1mad; do
+      for code in ${GATE_CODES:-hyb 3inst 1mad}; do
         d=/tmp/nano-$code
         if timeout 200 $Q quantize --model models/llama-nano --out $d --calib data/corpus/calib.txt --calib-ctx 128 --calib-windows 4 \
              --code $code --bits 2 --L 16 --backend cuda --force > "$out/json/quant-$code.txt" 2>&1; then

@@ -51,6 +51,18 @@ public interface IStreamOrderLayout : ITileLayout
 
     /// <summary>True when every segment lies in one tile row (half 1 never occurs).</summary>
     bool OneRowPerSegment { get; }
+
+    /// <summary>How many of the tile's four 4-float x vectors (columns 4v…4v+3) a segment reads: 4 or 2.</summary>
+    int XSlots { get; }
+
+    /// <summary>The tile x vector (0…3) a segment reads in its slot <paramref name="slot"/> (0 … XSlots − 1).</summary>
+    int XVector(int segment, int slot);
+
+    /// <summary>The slot of position 16·segment + <paramref name="q"/>'s column (the same for every segment).</summary>
+    int XSlot(int q);
+
+    /// <summary>The component (0…3) of that column within its x vector.</summary>
+    int XComponent(int q);
 }
 
 /// <summary>
@@ -70,6 +82,17 @@ public readonly struct GenericLayout : IStreamOrderLayout
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int SegmentRow(int segment, int half) => segment;
+
+    public int XSlots => 4;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int XVector(int segment, int slot) => slot;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int XSlot(int q) => q >> 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int XComponent(int q) => q & 3;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public long MemoryByte(int tile, int k, LayoutParams p) => ((long)tile * p.BytesPerTile) + (k ^ 1);
@@ -161,6 +184,18 @@ public readonly struct KernelStreamLayout : IStreamOrderLayout
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int SegmentRow(int segment, int half) => (8 * half) + (segment >> 1);
+
+    // column = 4·(2·((q >> 2) & 1) + (σ & 1)) + (2·(q >> 3) + (q & 1)).
+    public int XSlots => 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int XVector(int segment, int slot) => (2 * slot) + (segment & 1);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int XSlot(int q) => (q >> 2) & 1;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int XComponent(int q) => (2 * (q >> 3)) + (q & 1);
 }
 
 /// <summary>Which layout (host-side name of the struct type argument).</summary>

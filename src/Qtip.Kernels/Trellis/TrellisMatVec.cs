@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Runtime;
 using Qtip.Kernels.Runtime;
@@ -33,12 +34,19 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
     public const int MaxHalfGroups = 64;
 
     private readonly QtipDevice device;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<short>, ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatVecParams> kernel;
+    private readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<short>, ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<Float4>, ArrayView<float>, MatVecParams>>[] kernels;
 
     private TrellisMatVec(QtipDevice device)
     {
         this.device = device;
-        kernel = device.LoadKernel<ArrayView<short>, ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatVecParams>(MatVecKernel);
+        // One kernel per K (a compile-time constant there), loaded on first use.
+        kernels =
+        [
+            new(() => device.LoadKernel<ArrayView<short>, ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<Float4>, ArrayView<float>, MatVecParams>(MatVecKernel<Bits1>)),
+            new(() => device.LoadKernel<ArrayView<short>, ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<Float4>, ArrayView<float>, MatVecParams>(MatVecKernel<Bits2>)),
+            new(() => device.LoadKernel<ArrayView<short>, ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<Float4>, ArrayView<float>, MatVecParams>(MatVecKernel<Bits3>)),
+            new(() => device.LoadKernel<ArrayView<short>, ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<Float4>, ArrayView<float>, MatVecParams>(MatVecKernel<Bits4>)),
+        ];
     }
 
     public static TrellisMatVec<TCode, TLayout> Create(QtipDevice device) => new(device);
@@ -54,7 +62,8 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
         return h;
     }
 
-    /// <summary>y (m) = Ŵ x (n) for the trellis of an m×n matrix (K bits per weight, L-bit states).</summary>
+    /// <summary>y (m) = Ŵ x (n) for the trellis of an m×n matrix (K bits per weight, L-bit states). x is read with 16-byte
+    /// loads: it must start 16-byte aligned (a buffer start, or an offset that is a multiple of 4 floats).</summary>
     public void Apply(ArrayView<short> trellis, int m, int n, int l, int k, ArrayView<float> codeTable,
         ArrayView<float> x, ArrayView<float> y, AcceleratorStream? stream = null)
     {
@@ -72,8 +81,8 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
         int bands = m / 16, tilesPerRow = n / 16;
         int h = HalfGroups(device, bands, tilesPerRow);
         int tableFloats = (int)Math.Min(codeTable.Length, int.MaxValue);
-        kernel(stream ?? device.Accelerator.DefaultStream, new KernelConfig(bands, 16 * h),
-            trellis, trellis.Cast<int>(), trellis.Cast<long>(), codeTable, x, y, new MatVecParams(l, k, k * v, tilesPerRow, h, tableFloats <= SharedTableFloats ? tableFloats : 0));
+        kernels[k - 1].Value(stream ?? device.Accelerator.DefaultStream, new KernelConfig(bands, 16 * h),
+            trellis, trellis.Cast<int>(), trellis.Cast<long>(), codeTable, x.SubView(0, n).Cast<Float4>(), y, new MatVecParams(l, k, k * v, tilesPerRow, h, tableFloats <= SharedTableFloats ? tableFloats : 0));
     }
 
     public readonly struct MatVecParams(int l, int k, int kv, int tilesPerRow, int halfGroups, int sharedTable)
@@ -92,6 +101,7 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
     /// The L-bit window at bit <paramref name="o"/> of a segment's stream, given its first 64 bits <paramref name="a"/>
     /// and the 64 bits from bit 32 on <paramref name="b"/> (only needed when o + 16 &gt; 64, i.e. K = 4).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static uint Window(ulong a, ulong b, int o, int l)
     {
         uint w16 = o <= 48 ? (uint)(a >> (48 - o)) : (uint)(b >> (80 - o));
@@ -99,16 +109,18 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
     }
 
     /// <summary>Thread σ of half-group <paramref name="half"/>: its segment of every tile tc ≡ half (mod H) of the band, decoded and multiplied by x, into its one or two tile-row sums.</summary>
-    private static void Band<TTable>(ArrayView<short> trellis, ArrayView<int> trellis32, ArrayView<long> trellis64, TTable table, ArrayView<float> x, MatVecParams p, int band, int sigma, int half,
-        out float acc0, out float acc1) where TTable : struct, ICodeTable
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Band<TTable, TK>(ArrayView<short> trellis, ArrayView<int> trellis32, ArrayView<long> trellis64, TTable table, ArrayView<Float4> x4,
+        MatVecParams p, int band, int sigma, int half, out float acc0, out float acc1)
+        where TTable : struct, ICodeTable
+        where TK : struct, IBitsPerWeight
     {
         var layout = default(TLayout);
-        var code = default(TCode);
-        int k = p.K;
+        int k = default(TK).K;                      // a constant in each kernel: every shift below is one instruction
+        int l = p.L;
         int wordsPerTile = 16 * k;
         int own = sigma * k;                        // first word of this thread's segment
         int next = ((sigma + 1) & 15) * k;          // first word of the next segment (circular)
-        int rowStep = code.V == 2 ? 2 * k : k;      // stream bits per state
         acc0 = 0f;
         acc1 = 0f;
         long bandBase = (long)band * p.TilesPerRow * wordsPerTile;
@@ -116,7 +128,7 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
         {
             long t0 = bandBase + ((long)tc * wordsPerTile);
             // This segment's K words and the next segment's first, MSB first: a = bits 0…63, b = bits 32…95.
-            // K = 2 and 4 read the segment with one 4- or 8-byte load (segments start at multiples of 2K words).
+            // K = 2 and 4 read the segment with one 4- or 8-byte load (segments start at multiples of 2K bytes).
             ulong w0, w1 = 0ul, w2 = 0ul, w3 = 0ul;
             ulong wn = (ushort)trellis[t0 + next];
             if (k == 4)
@@ -134,54 +146,116 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
                 w1 = u >> 16;
                 w2 = wn;
             }
+            else if (k == 3)
+            {
+                w0 = (ushort)trellis[t0 + own];
+                w1 = (ushort)trellis[t0 + own + 1];
+                w2 = (ushort)trellis[t0 + own + 2];
+                w3 = wn;
+            }
             else
             {
                 w0 = (ushort)trellis[t0 + own];
-                if (k == 3)
-                {
-                    w1 = (ushort)trellis[t0 + own + 1];
-                    w2 = (ushort)trellis[t0 + own + 2];
-                    w3 = wn;
-                }
-                else
-                {
-                    w1 = wn;
-                }
+                w1 = wn;
             }
             ulong a = (w0 << 48) | (w1 << 32) | (w2 << 16) | w3;
             ulong b = (w2 << 48) | (w3 << 32) | (wn << 16);
-            int col0 = 16 * tc;
-            if (code.V == 2)
+            // x of this tile: the segment's 4-float vectors (16-byte loads, the same address across the half-group).
+            int xb = 4 * tc;
+            var x0 = x4[xb + layout.XVector(sigma, 0)];
+            var x1 = x4[xb + layout.XVector(sigma, 1)];
+            var x2 = layout.XSlots > 2 ? x4[xb + layout.XVector(sigma, 2)] : default;
+            var x3 = layout.XSlots > 3 ? x4[xb + layout.XVector(sigma, 3)] : default;
+            float t;
+            // The states, unrolled: state j starts at bit j·K·V of the segment, so every window is a constant shift.
+            if (default(TCode).V == 2)
             {
-                for (int j = 0; j < 8; j++)
-                {
-                    uint state = Window(a, b, j * rowStep, p.L);
-                    Codes.Decode<TCode, TTable>(state, table, out float v0, out float v1);
-                    int c = col0 + layout.SegmentColumn(sigma, 2 * j);
-                    float t = (v0 * x[c]) + (v1 * x[c + 1]);
-                    if (layout.SegmentRowHalf(2 * j) == 0)
-                        acc0 += t;
-                    else
-                        acc1 += t;
-                }
+                t = Pair<TCode, TTable>(Window(a, b, 0 * 2 * k, l), table, Slot(layout.XSlot(0), x0, x1, x2, x3), layout.XComponent(0));
+                if (layout.SegmentRowHalf(0) == 0) acc0 += t; else acc1 += t;
+                t = Pair<TCode, TTable>(Window(a, b, 1 * 2 * k, l), table, Slot(layout.XSlot(2), x0, x1, x2, x3), layout.XComponent(2));
+                if (layout.SegmentRowHalf(2) == 0) acc0 += t; else acc1 += t;
+                t = Pair<TCode, TTable>(Window(a, b, 2 * 2 * k, l), table, Slot(layout.XSlot(4), x0, x1, x2, x3), layout.XComponent(4));
+                if (layout.SegmentRowHalf(4) == 0) acc0 += t; else acc1 += t;
+                t = Pair<TCode, TTable>(Window(a, b, 3 * 2 * k, l), table, Slot(layout.XSlot(6), x0, x1, x2, x3), layout.XComponent(6));
+                if (layout.SegmentRowHalf(6) == 0) acc0 += t; else acc1 += t;
+                t = Pair<TCode, TTable>(Window(a, b, 4 * 2 * k, l), table, Slot(layout.XSlot(8), x0, x1, x2, x3), layout.XComponent(8));
+                if (layout.SegmentRowHalf(8) == 0) acc0 += t; else acc1 += t;
+                t = Pair<TCode, TTable>(Window(a, b, 5 * 2 * k, l), table, Slot(layout.XSlot(10), x0, x1, x2, x3), layout.XComponent(10));
+                if (layout.SegmentRowHalf(10) == 0) acc0 += t; else acc1 += t;
+                t = Pair<TCode, TTable>(Window(a, b, 6 * 2 * k, l), table, Slot(layout.XSlot(12), x0, x1, x2, x3), layout.XComponent(12));
+                if (layout.SegmentRowHalf(12) == 0) acc0 += t; else acc1 += t;
+                t = Pair<TCode, TTable>(Window(a, b, 7 * 2 * k, l), table, Slot(layout.XSlot(14), x0, x1, x2, x3), layout.XComponent(14));
+                if (layout.SegmentRowHalf(14) == 0) acc0 += t; else acc1 += t;
             }
             else
             {
-                for (int j = 0; j < 16; j++)
-                {
-                    uint state = Window(a, b, j * rowStep, p.L);
-                    Codes.Decode<TCode, TTable>(state, table, out float v0, out _);
-                    float t = v0 * x[col0 + layout.SegmentColumn(sigma, j)];
-                    if (layout.SegmentRowHalf(j) == 0)
-                        acc0 += t;
-                    else
-                        acc1 += t;
-                }
+                t = Single<TCode, TTable>(Window(a, b, 0 * k, l), table, Slot(layout.XSlot(0), x0, x1, x2, x3), layout.XComponent(0));
+                if (layout.SegmentRowHalf(0) == 0) acc0 += t; else acc1 += t;
+                t = Single<TCode, TTable>(Window(a, b, 1 * k, l), table, Slot(layout.XSlot(1), x0, x1, x2, x3), layout.XComponent(1));
+                if (layout.SegmentRowHalf(1) == 0) acc0 += t; else acc1 += t;
+                t = Single<TCode, TTable>(Window(a, b, 2 * k, l), table, Slot(layout.XSlot(2), x0, x1, x2, x3), layout.XComponent(2));
+                if (layout.SegmentRowHalf(2) == 0) acc0 += t; else acc1 += t;
+                t = Single<TCode, TTable>(Window(a, b, 3 * k, l), table, Slot(layout.XSlot(3), x0, x1, x2, x3), layout.XComponent(3));
+                if (layout.SegmentRowHalf(3) == 0) acc0 += t; else acc1 += t;
+                t = Single<TCode, TTable>(Window(a, b, 4 * k, l), table, Slot(layout.XSlot(4), x0, x1, x2, x3), layout.XComponent(4));
+                if (layout.SegmentRowHalf(4) == 0) acc0 += t; else acc1 += t;
+                t = Single<TCode, TTable>(Window(a, b, 5 * k, l), table, Slot(layout.XSlot(5), x0, x1, x2, x3), layout.XComponent(5));
+                if (layout.SegmentRowHalf(5) == 0) acc0 += t; else acc1 += t;
+                t = Single<TCode, TTable>(Window(a, b, 6 * k, l), table, Slot(layout.XSlot(6), x0, x1, x2, x3), layout.XComponent(6));
+                if (layout.SegmentRowHalf(6) == 0) acc0 += t; else acc1 += t;
+                t = Single<TCode, TTable>(Window(a, b, 7 * k, l), table, Slot(layout.XSlot(7), x0, x1, x2, x3), layout.XComponent(7));
+                if (layout.SegmentRowHalf(7) == 0) acc0 += t; else acc1 += t;
+                t = Single<TCode, TTable>(Window(a, b, 8 * k, l), table, Slot(layout.XSlot(8), x0, x1, x2, x3), layout.XComponent(8));
+                if (layout.SegmentRowHalf(8) == 0) acc0 += t; else acc1 += t;
+                t = Single<TCode, TTable>(Window(a, b, 9 * k, l), table, Slot(layout.XSlot(9), x0, x1, x2, x3), layout.XComponent(9));
+                if (layout.SegmentRowHalf(9) == 0) acc0 += t; else acc1 += t;
+                t = Single<TCode, TTable>(Window(a, b, 10 * k, l), table, Slot(layout.XSlot(10), x0, x1, x2, x3), layout.XComponent(10));
+                if (layout.SegmentRowHalf(10) == 0) acc0 += t; else acc1 += t;
+                t = Single<TCode, TTable>(Window(a, b, 11 * k, l), table, Slot(layout.XSlot(11), x0, x1, x2, x3), layout.XComponent(11));
+                if (layout.SegmentRowHalf(11) == 0) acc0 += t; else acc1 += t;
+                t = Single<TCode, TTable>(Window(a, b, 12 * k, l), table, Slot(layout.XSlot(12), x0, x1, x2, x3), layout.XComponent(12));
+                if (layout.SegmentRowHalf(12) == 0) acc0 += t; else acc1 += t;
+                t = Single<TCode, TTable>(Window(a, b, 13 * k, l), table, Slot(layout.XSlot(13), x0, x1, x2, x3), layout.XComponent(13));
+                if (layout.SegmentRowHalf(13) == 0) acc0 += t; else acc1 += t;
+                t = Single<TCode, TTable>(Window(a, b, 14 * k, l), table, Slot(layout.XSlot(14), x0, x1, x2, x3), layout.XComponent(14));
+                if (layout.SegmentRowHalf(14) == 0) acc0 += t; else acc1 += t;
+                t = Single<TCode, TTable>(Window(a, b, 15 * k, l), table, Slot(layout.XSlot(15), x0, x1, x2, x3), layout.XComponent(15));
+                if (layout.SegmentRowHalf(15) == 0) acc0 += t; else acc1 += t;
             }
         }
     }
 
-    internal static void MatVecKernel(ArrayView<short> trellis, ArrayView<int> trellis32, ArrayView<long> trellis64, ArrayView<float> codeTable, ArrayView<float> x, ArrayView<float> y, MatVecParams p)
+    /// <summary>x vector of a slot (the slot is a constant after inlining, so this is a register pick).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Float4 Slot(int slot, Float4 x0, Float4 x1, Float4 x2, Float4 x3) =>
+        slot == 0 ? x0 : slot == 1 ? x1 : slot == 2 ? x2 : x3;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Component(Float4 v, int c) => c == 0 ? v.X : c == 1 ? v.Y : c == 2 ? v.Z : v.W;
+
+    /// <summary>V = 2: both values of the state times x at components c, c + 1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Pair<TC, TTable>(uint state, TTable table, Float4 xv, int c)
+        where TC : struct, ITrellisCode
+        where TTable : struct, ICodeTable
+    {
+        Codes.Decode<TC, TTable>(state, table, out float v0, out float v1);
+        return (v0 * Component(xv, c)) + (v1 * Component(xv, c + 1));
+    }
+
+    /// <summary>V = 1: the state's value times x at component c.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Single<TC, TTable>(uint state, TTable table, Float4 xv, int c)
+        where TC : struct, ITrellisCode
+        where TTable : struct, ICodeTable
+    {
+        Codes.Decode<TC, TTable>(state, table, out float v0, out _);
+        return v0 * Component(xv, c);
+    }
+
+    internal static void MatVecKernel<TK>(ArrayView<short> trellis, ArrayView<int> trellis32, ArrayView<long> trellis64, ArrayView<float> codeTable,
+        ArrayView<Float4> x4, ArrayView<float> y, MatVecParams p)
+        where TK : struct, IBitsPerWeight
     {
         var sharedTable = SharedMemory.Allocate<float>(SharedTableFloats);
         var partial = SharedMemory.Allocate<float>(MaxHalfGroups * 32);
@@ -197,9 +271,9 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
         // One branch per table place (no pointer that may be shared or global).
         float acc0, acc1;
         if (p.SharedTable > 0)
-            Band(trellis, trellis32, trellis64, new DeviceTable(sharedTable), x, p, band, sigma, half, out acc0, out acc1);
+            Band<DeviceTable, TK>(trellis, trellis32, trellis64, new DeviceTable(sharedTable), x4, p, band, sigma, half, out acc0, out acc1);
         else
-            Band(trellis, trellis32, trellis64, new DeviceTable(codeTable), x, p, band, sigma, half, out acc0, out acc1);
+            Band<DeviceTable, TK>(trellis, trellis32, trellis64, new DeviceTable(codeTable), x4, p, band, sigma, half, out acc0, out acc1);
 
         // Tree over the half-groups: partial[h·32 + 2σ + half] → h = 0, then one thread per tile row adds its slots.
         partial[(half * 32) + (2 * sigma)] = acc0;
@@ -227,4 +301,39 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
             y[(band * 16) + tid] = sum;
         }
     }
+}
+
+/// <summary>Bits per weight K as a type (a compile-time constant in each matvec kernel).</summary>
+public interface IBitsPerWeight
+{
+    int K { get; }
+}
+
+public readonly struct Bits1 : IBitsPerWeight
+{
+    public int K => 1;
+}
+
+public readonly struct Bits2 : IBitsPerWeight
+{
+    public int K => 2;
+}
+
+public readonly struct Bits3 : IBitsPerWeight
+{
+    public int K => 3;
+}
+
+public readonly struct Bits4 : IBitsPerWeight
+{
+    public int K => 4;
+}
+
+/// <summary>Four floats, read with one 16-byte load.</summary>
+public readonly struct Float4
+{
+    public readonly float X;
+    public readonly float Y;
+    public readonly float Z;
+    public readonly float W;
 }
