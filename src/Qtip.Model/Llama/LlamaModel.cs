@@ -268,6 +268,7 @@ public sealed partial class LlamaModel : IDisposable
         else
             LayerAt(layer).Linears[(int)kind] = replacement;
         decodePlan = null;
+        DisposeQuantizedLayers();
         if (disposeOld && !ReferenceEquals(old, replacement))
             old.Dispose();
     }
@@ -450,6 +451,13 @@ public sealed partial class LlamaModel : IDisposable
             var w = layers[l];
             var lp = plan.Layers[l];
             ArrayView<float> kc = keyCache[l].View, vc = valueCache[l].View;
+            if (lp.QuantizedLaunches > 0)
+            {
+                foreach (var step in QuantizedLayerSteps(l, position))
+                    step.Run();
+                pending = false;
+                continue;
+            }
 
             // ---- attention block
             // q = RoPE(x̂·Wqᵀ), cache[position] = (RoPE(x̂·Wkᵀ), x̂·Wvᵀ) with x̂ = rmsnorm(x) ⊙ input_layernorm
@@ -546,10 +554,12 @@ public sealed partial class LlamaModel : IDisposable
     /// <param name="FusedGateUp">Otherwise: gate|up+SwiGLU as one launch (dense, fusable) after an RMSNorm launch.</param>
     /// <param name="DownAdds">down_proj dense: it adds its output into x.</param>
     /// <param name="ExtraLaunches">Launches beyond one of the linears that run on their own (<see cref="ILinearLayer.DecodeLaunches"/> − 1 each).</param>
-    internal readonly record struct LayerDecode(bool NormQkvRope, bool FusedQkv, bool OAdds, bool NormGateUp, bool FusedGateUp, bool DownAdds, int ExtraLaunches = 0)
+    /// <param name="QuantizedLaunches">When &gt; 0, the layer runs the fused quantized decode (<see cref="QuantizedLayerSteps"/>) in this many launches.</param>
+    internal readonly record struct LayerDecode(bool NormQkvRope, bool FusedQkv, bool OAdds, bool NormGateUp, bool FusedGateUp, bool DownAdds, int ExtraLaunches = 0,
+        int QuantizedLaunches = 0)
     {
         /// <summary>Launches of this layer in a decode step.</summary>
-        public int Launches =>
+        public int Launches => QuantizedLaunches > 0 ? QuantizedLaunches :
             (NormQkvRope ? 1 : 1 + (FusedQkv ? 1 : 3) + 1) + 1 /* attention */ + 1 /* o */ + (NormGateUp ? 1 : 1 + (FusedGateUp ? 1 : 3)) + 1 /* down */ + ExtraLaunches;
     }
 
@@ -573,6 +583,12 @@ public sealed partial class LlamaModel : IDisposable
         for (int l = 0; l < layers.Length; l++)
         {
             var w = layers[l];
+            if (complete && QuantizedFusable(l))
+            {
+                // Quantized layer: input RHTs with the norms, output RHTs with RoPE's input, the residual adds and SwiGLU.
+                result[l] = new LayerDecode(false, false, true, false, false, true, QuantizedLaunches: QuantizedLayerLaunches);
+                continue;
+            }
             bool qkvFusable = w.Q is DenseLinear q && w.K is DenseLinear k && w.V is DenseLinear v && q.CanFuseWith(k) && q.CanFuseWith(v);
             bool mlpFusable = w.Gate is DenseLinear g && w.Up is DenseLinear u && g.CanFuseWith(u) && g.OutFeatures == u.OutFeatures;
             bool oAdds = w.O is DenseLinear;
@@ -677,6 +693,9 @@ public sealed partial class LlamaModel : IDisposable
 
     public void Dispose()
     {
+        DisposeQuantizedLayers();
+        rhtIn?.Dispose();
+        rhtOut?.Dispose();
         foreach (var l in layers)
             l.Dispose();
         lmHead.Dispose();

@@ -114,6 +114,12 @@ public sealed class QtipLinear : ILinearLayer
 
     public QtipCodeSpec Spec { get; }
 
+    /// <summary>SU (n): the input signs (fine-tuned into real values).</summary>
+    public ArrayView<float> InputSigns => su.View;
+
+    /// <summary>SV (m): the output signs with Wscale folded in.</summary>
+    public ArrayView<float> OutputSigns => sv.View;
+
     /// <summary>The quantized linear stored under <paramref name="weightName"/>'s prefix (trellis, SU, SV, tlut).</summary>
     public static QtipLinear FromCheckpoint(QtipDevice device, TensorStore store, QuipParams quip, string weightName, int outFeatures, int inFeatures)
     {
