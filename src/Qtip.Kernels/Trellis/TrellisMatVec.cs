@@ -30,6 +30,12 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
     /// <summary>Largest code table staged in shared memory (floats); larger tables (the random LUT codes) are read from global memory.</summary>
     public const int SharedTableFloats = 1024;
 
+    /// <summary>Floats of the per-symbol value table (2^10 symbols × 2 values).</summary>
+    public const int SymbolTableFloats = 2048;
+
+    /// <summary>Codes whose symbol has at most 10 bits (1MAD's byte sum, HYB's row and sign) decode through a table of their values.</summary>
+    private static readonly bool Tabulates = typeof(TCode) == typeof(OneMadCode) || typeof(TCode) == typeof(HybCode);
+
     /// <summary>Largest number of half-groups (16 threads each) in one group.</summary>
     public const int MaxHalfGroups = 64;
 
@@ -82,11 +88,14 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
         int h = HalfGroups(device, bands, tilesPerRow);
         int tableFloats = (int)Math.Min(codeTable.Length, int.MaxValue);
         kernels[k - 1].Value(stream ?? device.Accelerator.DefaultStream, new KernelConfig(bands, 16 * h),
-            trellis, trellis.Cast<int>(), trellis.Cast<long>(), codeTable, x.SubView(0, n).Cast<Float4>(), y, new MatVecParams(l, k, k * v, tilesPerRow, h, tableFloats <= SharedTableFloats ? tableFloats : 0));
+            trellis, trellis.Cast<int>(), trellis.Cast<long>(), codeTable, x.SubView(0, n).Cast<Float4>(), y, new MatVecParams(l, k, k * v, tilesPerRow, h, tableFloats <= SharedTableFloats ? tableFloats : 0, Tabulates ? 1 : 0));
     }
 
-    public readonly struct MatVecParams(int l, int k, int kv, int tilesPerRow, int halfGroups, int sharedTable)
+    public readonly struct MatVecParams(int l, int k, int kv, int tilesPerRow, int halfGroups, int sharedTable, int tabulate)
     {
+        /// <summary>1: decode through a shared table of every symbol's values (codes with ≤ 2^10 symbols).</summary>
+        public readonly int Tabulate = tabulate;
+
         public readonly int L = l;
         public readonly int K = k;
         public readonly int KV = kv;
@@ -110,8 +119,9 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
 
     /// <summary>Thread σ of half-group <paramref name="half"/>: its segment of every tile tc ≡ half (mod H) of the band, decoded and multiplied by x, into its one or two tile-row sums.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Band<TTable, TK>(ArrayView<short> trellis, ArrayView<int> trellis32, ArrayView<long> trellis64, TTable table, ArrayView<Float4> x4,
+    private static void Band<TC, TTable, TK>(ArrayView<short> trellis, ArrayView<int> trellis32, ArrayView<long> trellis64, TTable table, ArrayView<Float4> x4,
         MatVecParams p, int band, int sigma, int half, out float acc0, out float acc1)
+        where TC : struct, ITrellisCode
         where TTable : struct, ICodeTable
         where TK : struct, IBitsPerWeight
     {
@@ -168,58 +178,58 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
             var x3 = layout.XSlots > 3 ? x4[xb + layout.XVector(sigma, 3)] : default;
             float t;
             // The states, unrolled: state j starts at bit j·K·V of the segment, so every window is a constant shift.
-            if (default(TCode).V == 2)
+            if (default(TC).V == 2)
             {
-                t = Pair<TCode, TTable>(Window(a, b, 0 * 2 * k, l), table, Slot(layout.XSlot(0), x0, x1, x2, x3), layout.XComponent(0));
+                t = Pair<TC, TTable>(Window(a, b, 0 * 2 * k, l), table, Slot(layout.XSlot(0), x0, x1, x2, x3), layout.XComponent(0));
                 if (layout.SegmentRowHalf(0) == 0) acc0 += t; else acc1 += t;
-                t = Pair<TCode, TTable>(Window(a, b, 1 * 2 * k, l), table, Slot(layout.XSlot(2), x0, x1, x2, x3), layout.XComponent(2));
+                t = Pair<TC, TTable>(Window(a, b, 1 * 2 * k, l), table, Slot(layout.XSlot(2), x0, x1, x2, x3), layout.XComponent(2));
                 if (layout.SegmentRowHalf(2) == 0) acc0 += t; else acc1 += t;
-                t = Pair<TCode, TTable>(Window(a, b, 2 * 2 * k, l), table, Slot(layout.XSlot(4), x0, x1, x2, x3), layout.XComponent(4));
+                t = Pair<TC, TTable>(Window(a, b, 2 * 2 * k, l), table, Slot(layout.XSlot(4), x0, x1, x2, x3), layout.XComponent(4));
                 if (layout.SegmentRowHalf(4) == 0) acc0 += t; else acc1 += t;
-                t = Pair<TCode, TTable>(Window(a, b, 3 * 2 * k, l), table, Slot(layout.XSlot(6), x0, x1, x2, x3), layout.XComponent(6));
+                t = Pair<TC, TTable>(Window(a, b, 3 * 2 * k, l), table, Slot(layout.XSlot(6), x0, x1, x2, x3), layout.XComponent(6));
                 if (layout.SegmentRowHalf(6) == 0) acc0 += t; else acc1 += t;
-                t = Pair<TCode, TTable>(Window(a, b, 4 * 2 * k, l), table, Slot(layout.XSlot(8), x0, x1, x2, x3), layout.XComponent(8));
+                t = Pair<TC, TTable>(Window(a, b, 4 * 2 * k, l), table, Slot(layout.XSlot(8), x0, x1, x2, x3), layout.XComponent(8));
                 if (layout.SegmentRowHalf(8) == 0) acc0 += t; else acc1 += t;
-                t = Pair<TCode, TTable>(Window(a, b, 5 * 2 * k, l), table, Slot(layout.XSlot(10), x0, x1, x2, x3), layout.XComponent(10));
+                t = Pair<TC, TTable>(Window(a, b, 5 * 2 * k, l), table, Slot(layout.XSlot(10), x0, x1, x2, x3), layout.XComponent(10));
                 if (layout.SegmentRowHalf(10) == 0) acc0 += t; else acc1 += t;
-                t = Pair<TCode, TTable>(Window(a, b, 6 * 2 * k, l), table, Slot(layout.XSlot(12), x0, x1, x2, x3), layout.XComponent(12));
+                t = Pair<TC, TTable>(Window(a, b, 6 * 2 * k, l), table, Slot(layout.XSlot(12), x0, x1, x2, x3), layout.XComponent(12));
                 if (layout.SegmentRowHalf(12) == 0) acc0 += t; else acc1 += t;
-                t = Pair<TCode, TTable>(Window(a, b, 7 * 2 * k, l), table, Slot(layout.XSlot(14), x0, x1, x2, x3), layout.XComponent(14));
+                t = Pair<TC, TTable>(Window(a, b, 7 * 2 * k, l), table, Slot(layout.XSlot(14), x0, x1, x2, x3), layout.XComponent(14));
                 if (layout.SegmentRowHalf(14) == 0) acc0 += t; else acc1 += t;
             }
             else
             {
-                t = Single<TCode, TTable>(Window(a, b, 0 * k, l), table, Slot(layout.XSlot(0), x0, x1, x2, x3), layout.XComponent(0));
+                t = Single<TC, TTable>(Window(a, b, 0 * k, l), table, Slot(layout.XSlot(0), x0, x1, x2, x3), layout.XComponent(0));
                 if (layout.SegmentRowHalf(0) == 0) acc0 += t; else acc1 += t;
-                t = Single<TCode, TTable>(Window(a, b, 1 * k, l), table, Slot(layout.XSlot(1), x0, x1, x2, x3), layout.XComponent(1));
+                t = Single<TC, TTable>(Window(a, b, 1 * k, l), table, Slot(layout.XSlot(1), x0, x1, x2, x3), layout.XComponent(1));
                 if (layout.SegmentRowHalf(1) == 0) acc0 += t; else acc1 += t;
-                t = Single<TCode, TTable>(Window(a, b, 2 * k, l), table, Slot(layout.XSlot(2), x0, x1, x2, x3), layout.XComponent(2));
+                t = Single<TC, TTable>(Window(a, b, 2 * k, l), table, Slot(layout.XSlot(2), x0, x1, x2, x3), layout.XComponent(2));
                 if (layout.SegmentRowHalf(2) == 0) acc0 += t; else acc1 += t;
-                t = Single<TCode, TTable>(Window(a, b, 3 * k, l), table, Slot(layout.XSlot(3), x0, x1, x2, x3), layout.XComponent(3));
+                t = Single<TC, TTable>(Window(a, b, 3 * k, l), table, Slot(layout.XSlot(3), x0, x1, x2, x3), layout.XComponent(3));
                 if (layout.SegmentRowHalf(3) == 0) acc0 += t; else acc1 += t;
-                t = Single<TCode, TTable>(Window(a, b, 4 * k, l), table, Slot(layout.XSlot(4), x0, x1, x2, x3), layout.XComponent(4));
+                t = Single<TC, TTable>(Window(a, b, 4 * k, l), table, Slot(layout.XSlot(4), x0, x1, x2, x3), layout.XComponent(4));
                 if (layout.SegmentRowHalf(4) == 0) acc0 += t; else acc1 += t;
-                t = Single<TCode, TTable>(Window(a, b, 5 * k, l), table, Slot(layout.XSlot(5), x0, x1, x2, x3), layout.XComponent(5));
+                t = Single<TC, TTable>(Window(a, b, 5 * k, l), table, Slot(layout.XSlot(5), x0, x1, x2, x3), layout.XComponent(5));
                 if (layout.SegmentRowHalf(5) == 0) acc0 += t; else acc1 += t;
-                t = Single<TCode, TTable>(Window(a, b, 6 * k, l), table, Slot(layout.XSlot(6), x0, x1, x2, x3), layout.XComponent(6));
+                t = Single<TC, TTable>(Window(a, b, 6 * k, l), table, Slot(layout.XSlot(6), x0, x1, x2, x3), layout.XComponent(6));
                 if (layout.SegmentRowHalf(6) == 0) acc0 += t; else acc1 += t;
-                t = Single<TCode, TTable>(Window(a, b, 7 * k, l), table, Slot(layout.XSlot(7), x0, x1, x2, x3), layout.XComponent(7));
+                t = Single<TC, TTable>(Window(a, b, 7 * k, l), table, Slot(layout.XSlot(7), x0, x1, x2, x3), layout.XComponent(7));
                 if (layout.SegmentRowHalf(7) == 0) acc0 += t; else acc1 += t;
-                t = Single<TCode, TTable>(Window(a, b, 8 * k, l), table, Slot(layout.XSlot(8), x0, x1, x2, x3), layout.XComponent(8));
+                t = Single<TC, TTable>(Window(a, b, 8 * k, l), table, Slot(layout.XSlot(8), x0, x1, x2, x3), layout.XComponent(8));
                 if (layout.SegmentRowHalf(8) == 0) acc0 += t; else acc1 += t;
-                t = Single<TCode, TTable>(Window(a, b, 9 * k, l), table, Slot(layout.XSlot(9), x0, x1, x2, x3), layout.XComponent(9));
+                t = Single<TC, TTable>(Window(a, b, 9 * k, l), table, Slot(layout.XSlot(9), x0, x1, x2, x3), layout.XComponent(9));
                 if (layout.SegmentRowHalf(9) == 0) acc0 += t; else acc1 += t;
-                t = Single<TCode, TTable>(Window(a, b, 10 * k, l), table, Slot(layout.XSlot(10), x0, x1, x2, x3), layout.XComponent(10));
+                t = Single<TC, TTable>(Window(a, b, 10 * k, l), table, Slot(layout.XSlot(10), x0, x1, x2, x3), layout.XComponent(10));
                 if (layout.SegmentRowHalf(10) == 0) acc0 += t; else acc1 += t;
-                t = Single<TCode, TTable>(Window(a, b, 11 * k, l), table, Slot(layout.XSlot(11), x0, x1, x2, x3), layout.XComponent(11));
+                t = Single<TC, TTable>(Window(a, b, 11 * k, l), table, Slot(layout.XSlot(11), x0, x1, x2, x3), layout.XComponent(11));
                 if (layout.SegmentRowHalf(11) == 0) acc0 += t; else acc1 += t;
-                t = Single<TCode, TTable>(Window(a, b, 12 * k, l), table, Slot(layout.XSlot(12), x0, x1, x2, x3), layout.XComponent(12));
+                t = Single<TC, TTable>(Window(a, b, 12 * k, l), table, Slot(layout.XSlot(12), x0, x1, x2, x3), layout.XComponent(12));
                 if (layout.SegmentRowHalf(12) == 0) acc0 += t; else acc1 += t;
-                t = Single<TCode, TTable>(Window(a, b, 13 * k, l), table, Slot(layout.XSlot(13), x0, x1, x2, x3), layout.XComponent(13));
+                t = Single<TC, TTable>(Window(a, b, 13 * k, l), table, Slot(layout.XSlot(13), x0, x1, x2, x3), layout.XComponent(13));
                 if (layout.SegmentRowHalf(13) == 0) acc0 += t; else acc1 += t;
-                t = Single<TCode, TTable>(Window(a, b, 14 * k, l), table, Slot(layout.XSlot(14), x0, x1, x2, x3), layout.XComponent(14));
+                t = Single<TC, TTable>(Window(a, b, 14 * k, l), table, Slot(layout.XSlot(14), x0, x1, x2, x3), layout.XComponent(14));
                 if (layout.SegmentRowHalf(14) == 0) acc0 += t; else acc1 += t;
-                t = Single<TCode, TTable>(Window(a, b, 15 * k, l), table, Slot(layout.XSlot(15), x0, x1, x2, x3), layout.XComponent(15));
+                t = Single<TC, TTable>(Window(a, b, 15 * k, l), table, Slot(layout.XSlot(15), x0, x1, x2, x3), layout.XComponent(15));
                 if (layout.SegmentRowHalf(15) == 0) acc0 += t; else acc1 += t;
             }
         }
@@ -257,23 +267,41 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
         ArrayView<Float4> x4, ArrayView<float> y, MatVecParams p)
         where TK : struct, IBitsPerWeight
     {
-        var sharedTable = SharedMemory.Allocate<float>(SharedTableFloats);
+        var sharedTable = SharedMemory.Allocate<float>(SymbolTableFloats);
         var partial = SharedMemory.Allocate<float>(MaxHalfGroups * 32);
         var layout = default(TLayout);
+        var code = default(TCode);
         int tid = Group.IdxX;
         int groupSize = Group.DimX;
         int sigma = tid & 15;
         int half = tid >> 4;
         int band = Grid.IdxX;
-        for (int e = tid; e < p.SharedTable; e += groupSize)
-            sharedTable[e] = codeTable[e];
-        Group.Barrier();
-        // One branch per table place (no pointer that may be shared or global).
         float acc0, acc1;
-        if (p.SharedTable > 0)
-            Band<DeviceTable, TK>(trellis, trellis32, trellis64, new DeviceTable(sharedTable), x4, p, band, sigma, half, out acc0, out acc1);
+        if (p.Tabulate != 0)
+        {
+            // Codes with at most 2^10 symbols: the values of every symbol, computed once per group by the code's own
+            // Value (so bit for bit the same), then a state decodes as Symbol + one shared-memory lookup.
+            var source = new DeviceTable(codeTable);
+            for (int e = tid; e < SymbolTableFloats / 2; e += groupSize)
+            {
+                code.Value((uint)e, source, out float v0, out float v1);
+                sharedTable[2 * e] = v0;
+                sharedTable[(2 * e) + 1] = v1;
+            }
+            Group.Barrier();
+            Band<Tabulated<TCode>, DeviceTable, TK>(trellis, trellis32, trellis64, new DeviceTable(sharedTable), x4, p, band, sigma, half, out acc0, out acc1);
+        }
         else
-            Band<DeviceTable, TK>(trellis, trellis32, trellis64, new DeviceTable(codeTable), x4, p, band, sigma, half, out acc0, out acc1);
+        {
+            for (int e = tid; e < p.SharedTable; e += groupSize)
+                sharedTable[e] = codeTable[e];
+            Group.Barrier();
+            // One branch per table place (no pointer that may be shared or global).
+            if (p.SharedTable > 0)
+                Band<TCode, DeviceTable, TK>(trellis, trellis32, trellis64, new DeviceTable(sharedTable), x4, p, band, sigma, half, out acc0, out acc1);
+            else
+                Band<TCode, DeviceTable, TK>(trellis, trellis32, trellis64, new DeviceTable(codeTable), x4, p, band, sigma, half, out acc0, out acc1);
+        }
 
         // Tree over the half-groups: partial[h·32 + 2σ + half] → h = 0, then one thread per tile row adds its slots.
         partial[(half * 32) + (2 * sigma)] = acc0;
@@ -300,6 +328,26 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
             }
             y[(band * 16) + tid] = sum;
         }
+    }
+}
+
+/// <summary>
+/// A code decoded through a table of its symbols' values: Symbol is the code's own, Value reads entries 2·symbol and
+/// 2·symbol + 1 of a table that the code's own Value filled (see <see cref="TrellisMatVec{TCode, TLayout}"/>).
+/// </summary>
+public readonly struct Tabulated<TCode> : ITrellisCode
+    where TCode : struct, ITrellisCode
+{
+    public int V => default(TCode).V;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public uint Symbol(uint state) => default(TCode).Symbol(state);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Value<TTable>(uint symbol, TTable table, out float v0, out float v1) where TTable : struct, ICodeTable
+    {
+        v0 = table[2 * (int)symbol];
+        v1 = table[(2 * (int)symbol) + 1];
     }
 }
 
