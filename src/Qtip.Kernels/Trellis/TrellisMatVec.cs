@@ -45,17 +45,22 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
     private TrellisMatVec(QtipDevice device)
     {
         this.device = device;
-        // One kernel per K (a compile-time constant there), loaded on first use.
+        // One kernel per K and per L = 16 or not (compile-time constants there), loaded on first use.
         kernels =
         [
-            new(() => device.LoadKernel<ArrayView<short>, ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<Float4>, ArrayView<float>, MatVecParams>(MatVecKernel<Bits1>)),
-            new(() => device.LoadKernel<ArrayView<short>, ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<Float4>, ArrayView<float>, MatVecParams>(MatVecKernel<Bits2>)),
-            new(() => device.LoadKernel<ArrayView<short>, ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<Float4>, ArrayView<float>, MatVecParams>(MatVecKernel<Bits3>)),
-            new(() => device.LoadKernel<ArrayView<short>, ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<Float4>, ArrayView<float>, MatVecParams>(MatVecKernel<Bits4>)),
+            Load<Bits1, FullState>(), Load<Bits1, AnyState>(),
+            Load<Bits2, FullState>(), Load<Bits2, AnyState>(),
+            Load<Bits3, FullState>(), Load<Bits3, AnyState>(),
+            Load<Bits4, FullState>(), Load<Bits4, AnyState>(),
         ];
     }
 
     public static TrellisMatVec<TCode, TLayout> Create(QtipDevice device) => new(device);
+
+    private Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<short>, ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<Float4>, ArrayView<float>, MatVecParams>> Load<TK, TL>()
+        where TK : struct, IBitsPerWeight
+        where TL : struct, IStateBits =>
+        new(() => device.LoadKernel<ArrayView<short>, ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<Float4>, ArrayView<float>, MatVecParams>(MatVecKernel<TK, TL>));
 
     /// <summary>Half-groups per group for a matrix with <paramref name="bands"/> bands of <paramref name="tilesPerRow"/> tiles on this device.</summary>
     public static int HalfGroups(QtipDevice device, int bands, int tilesPerRow)
@@ -87,7 +92,7 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
         int bands = m / 16, tilesPerRow = n / 16;
         int h = HalfGroups(device, bands, tilesPerRow);
         int tableFloats = (int)Math.Min(codeTable.Length, int.MaxValue);
-        kernels[k - 1].Value(stream ?? device.Accelerator.DefaultStream, new KernelConfig(bands, 16 * h),
+        kernels[(2 * (k - 1)) + (l == 16 ? 0 : 1)].Value(stream ?? device.Accelerator.DefaultStream, new KernelConfig(bands, 16 * h),
             trellis, trellis.Cast<int>(), trellis.Cast<long>(), codeTable, x.SubView(0, n).Cast<Float4>(), y, new MatVecParams(l, k, k * v, tilesPerRow, h, tableFloats <= SharedTableFloats ? tableFloats : 0, Tabulates ? 1 : 0));
     }
 
@@ -108,26 +113,27 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
 
     /// <summary>
     /// The L-bit window at bit <paramref name="o"/> of a segment's stream, given its first 64 bits <paramref name="a"/>
-    /// and the 64 bits from bit 32 on <paramref name="b"/> (only needed when o + 16 &gt; 64, i.e. K = 4).
+    /// and the 64 bits from bit 32 on <paramref name="b"/> (only needed when o + 16 &gt; 64, i.e. K = 4); <paramref name="drop"/> = 16 − L.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint Window(ulong a, ulong b, int o, int l)
+    private static uint Window(ulong a, ulong b, int o, int drop)
     {
         uint w16 = o <= 48 ? (uint)(a >> (48 - o)) : (uint)(b >> (80 - o));
-        return (w16 & 0xFFFFu) >> (16 - l);
+        return (w16 & 0xFFFFu) >> drop;
     }
 
     /// <summary>Thread σ of half-group <paramref name="half"/>: its segment of every tile tc ≡ half (mod H) of the band, decoded and multiplied by x, into its one or two tile-row sums.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Band<TC, TTable, TK>(ArrayView<short> trellis, ArrayView<int> trellis32, ArrayView<long> trellis64, TTable table, ArrayView<Float4> x4,
+    private static void Band<TC, TTable, TK, TL>(ArrayView<short> trellis, ArrayView<int> trellis32, ArrayView<long> trellis64, TTable table, ArrayView<Float4> x4,
         MatVecParams p, int band, int sigma, int half, out float acc0, out float acc1)
         where TC : struct, ITrellisCode
         where TTable : struct, ICodeTable
         where TK : struct, IBitsPerWeight
+        where TL : struct, IStateBits
     {
         var layout = default(TLayout);
         int k = default(TK).K;                      // a constant in each kernel: every shift below is one instruction
-        int l = p.L;
+        int drop = default(TL).Drop(p.L);           // 16 − L: a constant 0 for L = 16
         int wordsPerTile = 16 * k;
         int own = sigma * k;                        // first word of this thread's segment
         int next = ((sigma + 1) & 15) * k;          // first word of the next segment (circular)
@@ -176,98 +182,94 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
             var x1 = x4[xb + layout.XVector(sigma, 1)];
             var x2 = layout.XSlots > 2 ? x4[xb + layout.XVector(sigma, 2)] : default;
             var x3 = layout.XSlots > 3 ? x4[xb + layout.XVector(sigma, 3)] : default;
+            // As scalars right away (used by constant index below).
+            var xs = new X16(x0, x1, x2, x3);
             float t;
             // The states, unrolled: state j starts at bit j·K·V of the segment, so every window is a constant shift.
             if (default(TC).V == 2)
             {
-                t = Pair<TC, TTable>(Window(a, b, 0 * 2 * k, l), table, Slot(layout.XSlot(0), x0, x1, x2, x3), layout.XComponent(0));
+                t = Pair<TC, TTable>(Window(a, b, 0 * 2 * k, drop), table, xs, layout.XSlot(0), layout.XComponent(0));
                 if (layout.SegmentRowHalf(0) == 0) acc0 += t; else acc1 += t;
-                t = Pair<TC, TTable>(Window(a, b, 1 * 2 * k, l), table, Slot(layout.XSlot(2), x0, x1, x2, x3), layout.XComponent(2));
+                t = Pair<TC, TTable>(Window(a, b, 1 * 2 * k, drop), table, xs, layout.XSlot(2), layout.XComponent(2));
                 if (layout.SegmentRowHalf(2) == 0) acc0 += t; else acc1 += t;
-                t = Pair<TC, TTable>(Window(a, b, 2 * 2 * k, l), table, Slot(layout.XSlot(4), x0, x1, x2, x3), layout.XComponent(4));
+                t = Pair<TC, TTable>(Window(a, b, 2 * 2 * k, drop), table, xs, layout.XSlot(4), layout.XComponent(4));
                 if (layout.SegmentRowHalf(4) == 0) acc0 += t; else acc1 += t;
-                t = Pair<TC, TTable>(Window(a, b, 3 * 2 * k, l), table, Slot(layout.XSlot(6), x0, x1, x2, x3), layout.XComponent(6));
+                t = Pair<TC, TTable>(Window(a, b, 3 * 2 * k, drop), table, xs, layout.XSlot(6), layout.XComponent(6));
                 if (layout.SegmentRowHalf(6) == 0) acc0 += t; else acc1 += t;
-                t = Pair<TC, TTable>(Window(a, b, 4 * 2 * k, l), table, Slot(layout.XSlot(8), x0, x1, x2, x3), layout.XComponent(8));
+                t = Pair<TC, TTable>(Window(a, b, 4 * 2 * k, drop), table, xs, layout.XSlot(8), layout.XComponent(8));
                 if (layout.SegmentRowHalf(8) == 0) acc0 += t; else acc1 += t;
-                t = Pair<TC, TTable>(Window(a, b, 5 * 2 * k, l), table, Slot(layout.XSlot(10), x0, x1, x2, x3), layout.XComponent(10));
+                t = Pair<TC, TTable>(Window(a, b, 5 * 2 * k, drop), table, xs, layout.XSlot(10), layout.XComponent(10));
                 if (layout.SegmentRowHalf(10) == 0) acc0 += t; else acc1 += t;
-                t = Pair<TC, TTable>(Window(a, b, 6 * 2 * k, l), table, Slot(layout.XSlot(12), x0, x1, x2, x3), layout.XComponent(12));
+                t = Pair<TC, TTable>(Window(a, b, 6 * 2 * k, drop), table, xs, layout.XSlot(12), layout.XComponent(12));
                 if (layout.SegmentRowHalf(12) == 0) acc0 += t; else acc1 += t;
-                t = Pair<TC, TTable>(Window(a, b, 7 * 2 * k, l), table, Slot(layout.XSlot(14), x0, x1, x2, x3), layout.XComponent(14));
+                t = Pair<TC, TTable>(Window(a, b, 7 * 2 * k, drop), table, xs, layout.XSlot(14), layout.XComponent(14));
                 if (layout.SegmentRowHalf(14) == 0) acc0 += t; else acc1 += t;
             }
             else
             {
-                t = Single<TC, TTable>(Window(a, b, 0 * k, l), table, Slot(layout.XSlot(0), x0, x1, x2, x3), layout.XComponent(0));
+                t = Single<TC, TTable>(Window(a, b, 0 * k, drop), table, xs, layout.XSlot(0), layout.XComponent(0));
                 if (layout.SegmentRowHalf(0) == 0) acc0 += t; else acc1 += t;
-                t = Single<TC, TTable>(Window(a, b, 1 * k, l), table, Slot(layout.XSlot(1), x0, x1, x2, x3), layout.XComponent(1));
+                t = Single<TC, TTable>(Window(a, b, 1 * k, drop), table, xs, layout.XSlot(1), layout.XComponent(1));
                 if (layout.SegmentRowHalf(1) == 0) acc0 += t; else acc1 += t;
-                t = Single<TC, TTable>(Window(a, b, 2 * k, l), table, Slot(layout.XSlot(2), x0, x1, x2, x3), layout.XComponent(2));
+                t = Single<TC, TTable>(Window(a, b, 2 * k, drop), table, xs, layout.XSlot(2), layout.XComponent(2));
                 if (layout.SegmentRowHalf(2) == 0) acc0 += t; else acc1 += t;
-                t = Single<TC, TTable>(Window(a, b, 3 * k, l), table, Slot(layout.XSlot(3), x0, x1, x2, x3), layout.XComponent(3));
+                t = Single<TC, TTable>(Window(a, b, 3 * k, drop), table, xs, layout.XSlot(3), layout.XComponent(3));
                 if (layout.SegmentRowHalf(3) == 0) acc0 += t; else acc1 += t;
-                t = Single<TC, TTable>(Window(a, b, 4 * k, l), table, Slot(layout.XSlot(4), x0, x1, x2, x3), layout.XComponent(4));
+                t = Single<TC, TTable>(Window(a, b, 4 * k, drop), table, xs, layout.XSlot(4), layout.XComponent(4));
                 if (layout.SegmentRowHalf(4) == 0) acc0 += t; else acc1 += t;
-                t = Single<TC, TTable>(Window(a, b, 5 * k, l), table, Slot(layout.XSlot(5), x0, x1, x2, x3), layout.XComponent(5));
+                t = Single<TC, TTable>(Window(a, b, 5 * k, drop), table, xs, layout.XSlot(5), layout.XComponent(5));
                 if (layout.SegmentRowHalf(5) == 0) acc0 += t; else acc1 += t;
-                t = Single<TC, TTable>(Window(a, b, 6 * k, l), table, Slot(layout.XSlot(6), x0, x1, x2, x3), layout.XComponent(6));
+                t = Single<TC, TTable>(Window(a, b, 6 * k, drop), table, xs, layout.XSlot(6), layout.XComponent(6));
                 if (layout.SegmentRowHalf(6) == 0) acc0 += t; else acc1 += t;
-                t = Single<TC, TTable>(Window(a, b, 7 * k, l), table, Slot(layout.XSlot(7), x0, x1, x2, x3), layout.XComponent(7));
+                t = Single<TC, TTable>(Window(a, b, 7 * k, drop), table, xs, layout.XSlot(7), layout.XComponent(7));
                 if (layout.SegmentRowHalf(7) == 0) acc0 += t; else acc1 += t;
-                t = Single<TC, TTable>(Window(a, b, 8 * k, l), table, Slot(layout.XSlot(8), x0, x1, x2, x3), layout.XComponent(8));
+                t = Single<TC, TTable>(Window(a, b, 8 * k, drop), table, xs, layout.XSlot(8), layout.XComponent(8));
                 if (layout.SegmentRowHalf(8) == 0) acc0 += t; else acc1 += t;
-                t = Single<TC, TTable>(Window(a, b, 9 * k, l), table, Slot(layout.XSlot(9), x0, x1, x2, x3), layout.XComponent(9));
+                t = Single<TC, TTable>(Window(a, b, 9 * k, drop), table, xs, layout.XSlot(9), layout.XComponent(9));
                 if (layout.SegmentRowHalf(9) == 0) acc0 += t; else acc1 += t;
-                t = Single<TC, TTable>(Window(a, b, 10 * k, l), table, Slot(layout.XSlot(10), x0, x1, x2, x3), layout.XComponent(10));
+                t = Single<TC, TTable>(Window(a, b, 10 * k, drop), table, xs, layout.XSlot(10), layout.XComponent(10));
                 if (layout.SegmentRowHalf(10) == 0) acc0 += t; else acc1 += t;
-                t = Single<TC, TTable>(Window(a, b, 11 * k, l), table, Slot(layout.XSlot(11), x0, x1, x2, x3), layout.XComponent(11));
+                t = Single<TC, TTable>(Window(a, b, 11 * k, drop), table, xs, layout.XSlot(11), layout.XComponent(11));
                 if (layout.SegmentRowHalf(11) == 0) acc0 += t; else acc1 += t;
-                t = Single<TC, TTable>(Window(a, b, 12 * k, l), table, Slot(layout.XSlot(12), x0, x1, x2, x3), layout.XComponent(12));
+                t = Single<TC, TTable>(Window(a, b, 12 * k, drop), table, xs, layout.XSlot(12), layout.XComponent(12));
                 if (layout.SegmentRowHalf(12) == 0) acc0 += t; else acc1 += t;
-                t = Single<TC, TTable>(Window(a, b, 13 * k, l), table, Slot(layout.XSlot(13), x0, x1, x2, x3), layout.XComponent(13));
+                t = Single<TC, TTable>(Window(a, b, 13 * k, drop), table, xs, layout.XSlot(13), layout.XComponent(13));
                 if (layout.SegmentRowHalf(13) == 0) acc0 += t; else acc1 += t;
-                t = Single<TC, TTable>(Window(a, b, 14 * k, l), table, Slot(layout.XSlot(14), x0, x1, x2, x3), layout.XComponent(14));
+                t = Single<TC, TTable>(Window(a, b, 14 * k, drop), table, xs, layout.XSlot(14), layout.XComponent(14));
                 if (layout.SegmentRowHalf(14) == 0) acc0 += t; else acc1 += t;
-                t = Single<TC, TTable>(Window(a, b, 15 * k, l), table, Slot(layout.XSlot(15), x0, x1, x2, x3), layout.XComponent(15));
+                t = Single<TC, TTable>(Window(a, b, 15 * k, drop), table, xs, layout.XSlot(15), layout.XComponent(15));
                 if (layout.SegmentRowHalf(15) == 0) acc0 += t; else acc1 += t;
             }
         }
     }
 
-    /// <summary>x vector of a slot (the slot is a constant after inlining, so this is a register pick).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Float4 Slot(int slot, Float4 x0, Float4 x1, Float4 x2, Float4 x3) =>
-        slot == 0 ? x0 : slot == 1 ? x1 : slot == 2 ? x2 : x3;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Component(Float4 v, int c) => c == 0 ? v.X : c == 1 ? v.Y : c == 2 ? v.Z : v.W;
-
     /// <summary>V = 2: both values of the state times x at components c, c + 1.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Pair<TC, TTable>(uint state, TTable table, Float4 xv, int c)
+    private static float Pair<TC, TTable>(uint state, TTable table, X16 xs, int slot, int c)
         where TC : struct, ITrellisCode
         where TTable : struct, ICodeTable
     {
         Codes.Decode<TC, TTable>(state, table, out float v0, out float v1);
-        return (v0 * Component(xv, c)) + (v1 * Component(xv, c + 1));
+        return (v0 * xs.At(slot, c)) + (v1 * xs.At(slot, c + 1));
     }
 
     /// <summary>V = 1: the state's value times x at component c.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Single<TC, TTable>(uint state, TTable table, Float4 xv, int c)
+    private static float Single<TC, TTable>(uint state, TTable table, X16 xs, int slot, int c)
         where TC : struct, ITrellisCode
         where TTable : struct, ICodeTable
     {
         Codes.Decode<TC, TTable>(state, table, out float v0, out _);
-        return v0 * Component(xv, c);
+        return v0 * xs.At(slot, c);
     }
 
-    internal static void MatVecKernel<TK>(ArrayView<short> trellis, ArrayView<int> trellis32, ArrayView<long> trellis64, ArrayView<float> codeTable,
+    internal static void MatVecKernel<TK, TL>(ArrayView<short> trellis, ArrayView<int> trellis32, ArrayView<long> trellis64, ArrayView<float> codeTable,
         ArrayView<Float4> x4, ArrayView<float> y, MatVecParams p)
         where TK : struct, IBitsPerWeight
+        where TL : struct, IStateBits
     {
-        var sharedTable = SharedMemory.Allocate<float>(SymbolTableFloats);
+        var sharedTable = SharedMemory.Allocate<float>(SharedTableFloats);
+        var symbolTable = SharedMemory.Allocate<Float2>(SymbolTableFloats / 2);
         var partial = SharedMemory.Allocate<float>(MaxHalfGroups * 32);
         var layout = default(TLayout);
         var code = default(TCode);
@@ -285,11 +287,10 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
             for (int e = tid; e < SymbolTableFloats / 2; e += groupSize)
             {
                 code.Value((uint)e, source, out float v0, out float v1);
-                sharedTable[2 * e] = v0;
-                sharedTable[(2 * e) + 1] = v1;
+                symbolTable[e] = new Float2(v0, v1);
             }
             Group.Barrier();
-            Band<Tabulated<TCode>, DeviceTable, TK>(trellis, trellis32, trellis64, new DeviceTable(sharedTable), x4, p, band, sigma, half, out acc0, out acc1);
+            Band<Tabulated<TCode>, DevicePairTable, TK, TL>(trellis, trellis32, trellis64, new DevicePairTable(symbolTable), x4, p, band, sigma, half, out acc0, out acc1);
         }
         else
         {
@@ -298,9 +299,9 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
             Group.Barrier();
             // One branch per table place (no pointer that may be shared or global).
             if (p.SharedTable > 0)
-                Band<TCode, DeviceTable, TK>(trellis, trellis32, trellis64, new DeviceTable(sharedTable), x4, p, band, sigma, half, out acc0, out acc1);
+                Band<TCode, DeviceTable, TK, TL>(trellis, trellis32, trellis64, new DeviceTable(sharedTable), x4, p, band, sigma, half, out acc0, out acc1);
             else
-                Band<TCode, DeviceTable, TK>(trellis, trellis32, trellis64, new DeviceTable(codeTable), x4, p, band, sigma, half, out acc0, out acc1);
+                Band<TCode, DeviceTable, TK, TL>(trellis, trellis32, trellis64, new DeviceTable(codeTable), x4, p, band, sigma, half, out acc0, out acc1);
         }
 
         // Tree over the half-groups: partial[h·32 + 2σ + half] → h = 0, then one thread per tile row adds its slots.
@@ -346,9 +347,32 @@ public readonly struct Tabulated<TCode> : ITrellisCode
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Value<TTable>(uint symbol, TTable table, out float v0, out float v1) where TTable : struct, ICodeTable
     {
-        v0 = table[2 * (int)symbol];
-        v1 = table[(2 * (int)symbol) + 1];
+        if (default(TCode).V == 2)
+        {
+            table.Pair((int)symbol, out v0, out v1);
+        }
+        else
+        {
+            table.Pair((int)symbol, out v0, out _);
+            v1 = 0f;
+        }
     }
+}
+
+/// <summary>16 − L as a type: a constant 0 for the L = 16 of every LLM result, the run-time value otherwise.</summary>
+public interface IStateBits
+{
+    int Drop(int l);
+}
+
+public readonly struct FullState : IStateBits
+{
+    public int Drop(int l) => 0;
+}
+
+public readonly struct AnyState : IStateBits
+{
+    public int Drop(int l) => 16 - l;
 }
 
 /// <summary>Bits per weight K as a type (a compile-time constant in each matvec kernel).</summary>
@@ -375,6 +399,24 @@ public readonly struct Bits3 : IBitsPerWeight
 public readonly struct Bits4 : IBitsPerWeight
 {
     public int K => 4;
+}
+
+/// <summary>The 16 x values of a tile's segment as scalars, picked by constant (slot, component) after inlining.</summary>
+public readonly struct X16(Float4 a, Float4 b, Float4 c, Float4 d)
+{
+    private readonly float a0 = a.X, a1 = a.Y, a2 = a.Z, a3 = a.W;
+    private readonly float b0 = b.X, b1 = b.Y, b2 = b.Z, b3 = b.W;
+    private readonly float c0 = c.X, c1 = c.Y, c2 = c.Z, c3 = c.W;
+    private readonly float d0 = d.X, d1 = d.Y, d2 = d.Z, d3 = d.W;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public float At(int slot, int component) => slot switch
+    {
+        0 => component == 0 ? a0 : component == 1 ? a1 : component == 2 ? a2 : a3,
+        1 => component == 0 ? b0 : component == 1 ? b1 : component == 2 ? b2 : b3,
+        2 => component == 0 ? c0 : component == 1 ? c1 : component == 2 ? c2 : c3,
+        _ => component == 0 ? d0 : component == 1 ? d1 : component == 2 ? d2 : d3,
+    };
 }
 
 /// <summary>Four floats, read with one 16-byte load.</summary>
