@@ -47,17 +47,22 @@ for s in "$@"; do
         else line "gate $code: quantize FAILED $(tail -3 "$out/json/quant-$code.txt" | tr '\n' ' ')"; fi
       done ;;
     matvec)
-      timeout 400 $Q bench matvec --backend cuda --json "$out/json/matvec.json" > "$out/json/matvec.txt" 2>&1
+      timeout 400 $Q bench matvec --backend cuda ${MATVEC_ARGS:-} --json "$out/json/matvec.json" > "$out/json/matvec.txt" 2>&1
       line "matvec rc=$?"; sed -n '/trellis decode-matvec/,$p' "$out/json/matvec.txt" | tee -a "$log" ;;
     quick)
       dec fp16-7b --tokens 64
       dec hyb2-7b --code hyb --bits 2 --tokens 64 ;;
     decode7b)
       dec fp16-7b --tokens 128
-      for code in hyb 3inst 1mad; do for k in 2 3 4; do
+      for code in hyb 3inst 1mad; do for k in ${HYB_BITS:-2 3 4}; do
         [ $code != hyb ] && [ $k != 2 ] && continue
         dec $code$k-7b --code $code --bits $k --tokens 128
       done; done ;;
+    ops)  # the per-op table of the 7B HYB 2-bit decode
+      sed -n '/where the time goes/,$p' "$out/json/decode-hyb2-7b.txt" | tee -a "$log" ;;
+    check)  # CUDA greedy ids of a carried quantized checkpoint (CHECK_MODEL)
+      timeout 100 $Q generate --model "$CHECK_MODEL" --prompt "Once upon a time" -n 24 --backend cuda --json "$out/json/check.json" > "$out/json/check.txt" 2>&1
+      line "check: $(python3 -c "import json;print(json.load(open('$out/json/check.json'))['generated_ids'])" 2>&1 | tail -1)" ;;
     decode70b)
       dec hyb2-70b --shape llama2-70b --code hyb --bits 2 --tokens 32 --iterations 10 ;;
   esac

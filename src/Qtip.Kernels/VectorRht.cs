@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -29,7 +30,7 @@ public enum RhtEpilogue
 /// Design. Write n = M·P with P = min(2^p, 1024) (the power-of-two part, capped) and M = n/P ≤ 256 (H_K ⊗ H_{2^p/P},
 /// e.g. 172 for 11008, 28 for 28672, 4 for 4096). Had_n = H_M ⊗ H_P, and the two factors commute, so output row a
 /// (elements a·P … a·P+P−1) is H_P (Σ_b M[a,b] x_b) with x_b the b-th P-chunk: a signed sum over the chunks, then one
-/// length-P Walsh–Hadamard transform. A group owns A rows (A·P ≤ 1024 values) of one vector (or of a g, u pair): it
+/// length-P Walsh–Hadamard transform. A group (up to 1024 threads) owns A rows (A·P ≤ its thread count) of one vector (or of a g, u pair): it
 /// streams the whole input through shared memory in chunks (applying the norm weight and s_in, and summing x² for the
 /// norm), accumulates its rows' signed sums, runs the FWHT of each row in shared memory, and writes its slice through
 /// the epilogue. Every element is written by one group only, so the residual add is race-free; there is no global
@@ -102,10 +103,12 @@ public sealed class VectorRht : IKernelSet<VectorRht>, IDisposable
             Check.Length(op, "inSign", si, ((long)(vectors - 1) * inStride) + n, $"{vectors} sign vectors of {n}");
         if (outSign is { } so)
             Check.Length(op, "outSign", so, ((long)(vectors - 1) * outStride) + n, $"{vectors} sign vectors of {n}");
-        int rowsPerGroup = Math.Max(1, Math.Min(mix, 256 / inner));
-        int groupsPerJob = (mix + rowsPerGroup - 1) / rowsPerGroup;
-        int groupSize = Math.Min(device.MaxGroupSize, 256);
+        // Groups of up to 1024 threads, each owning as many rows as it has threads for (A·P ≤ group size): fewer
+        // groups restage the input, and each thread has few elements to stage.
+        int groupSize = Math.Min(device.MaxGroupSize, MaxInner);
         groupSize = 1 << BitOperations.Log2((uint)groupSize);
+        int rowsPerGroup = Math.Max(1, Math.Min(mix, groupSize / inner));
+        int groupsPerJob = (mix + rowsPerGroup - 1) / rowsPerGroup;
         var p = new RhtParams(n, mix, inner, BitOperations.Log2((uint)inner), rowsPerGroup, (mix + 31) / 32, groupsPerJob,
             epilogue == RhtEpilogue.SwiGlu ? 2 : 1, srcStride, dstStride, inStride, outStride,
             normWeight.HasValue ? 1 : 0, inSign.HasValue ? 1 : 0, outSign.HasValue ? 1 : 0, (int)epilogue, eps, 1f / MathF.Sqrt(n));
@@ -186,6 +189,25 @@ public sealed class VectorRht : IKernelSet<VectorRht>, IDisposable
         return total;
     }
 
+    /// <summary>Writes staged element e (input index first + e) with the norm weight and input sign applied; returns its x² for the norm (0 past the end).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Stage(ArrayView<float> stage, ArrayView<float> normWeight, ArrayView<float> inSign, RhtParams p, long inBase, int first, int e, float v, int count)
+    {
+        if (e >= count)
+            return 0f;
+        int i = first + e;
+        float sq = 0f;
+        if (p.UseNorm != 0)
+        {
+            sq = v * v;
+            v *= normWeight[i];
+        }
+        if (p.UseIn != 0)
+            v *= inSign[inBase + i];
+        stage[e] = v;
+        return sq;
+    }
+
     /// <summary>
     /// One vector's rows a0 … a0+A−1 into <paramref name="tile"/> (A·P values): the signed chunk sums, then the FWHT of
     /// each row. Returns the norm factor (1 without a norm).
@@ -208,18 +230,17 @@ public sealed class VectorRht : IKernelSet<VectorRht>, IDisposable
             int count = nb * p.Inner;
             int first = b0 * p.Inner;
             Group.Barrier();
-            for (int e = tid; e < count; e += g)
+            // Four independent loads in flight per thread before the first use (the input comes from L2).
+            for (int e = tid; e < count; e += 4 * g)
             {
-                int i = first + e;
-                float v = src[srcBase + i];
-                if (p.UseNorm != 0)
-                {
-                    ss += v * v;
-                    v *= normWeight[i];
-                }
-                if (p.UseIn != 0)
-                    v *= inSign[inBase + i];
-                stage[e] = v;
+                float v0 = src[srcBase + first + e];
+                float v1 = e + g < count ? src[srcBase + first + e + g] : 0f;
+                float v2 = e + (2 * g) < count ? src[srcBase + first + e + (2 * g)] : 0f;
+                float v3 = e + (3 * g) < count ? src[srcBase + first + e + (3 * g)] : 0f;
+                ss += Stage(stage, normWeight, inSign, p, inBase, first, e, v0, count);
+                ss += Stage(stage, normWeight, inSign, p, inBase, first, e + g, v1, count);
+                ss += Stage(stage, normWeight, inSign, p, inBase, first, e + (2 * g), v2, count);
+                ss += Stage(stage, normWeight, inSign, p, inBase, first, e + (3 * g), v3, count);
             }
             Group.Barrier();
             for (int e = tid; e < tileSize; e += g)
