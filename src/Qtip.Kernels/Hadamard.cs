@@ -475,6 +475,9 @@ public sealed class Hadamard : IKernelSet<Hadamard>
 /// in shared memory and the remaining (K · P/chunk) × (K · P/chunk) sign matrix is applied as a mix.</summary>
 public readonly record struct HadamardPlan(int N, int SmallFactor, int Pow2, int Chunk, int MixOrder)
 {
+    /// <summary>Kernel launches of one <see cref="Hadamard.Apply"/>: the chunk FWHT and/or the mix.</summary>
+    public int Launches => (Chunk > 1 || MixOrder <= 1 ? 1 : 0) + (MixOrder > 1 ? 1 : 0);
+
     public static HadamardPlan For(int n)
     {
         int k = HadamardMatrices.SmallFactor(n);

@@ -110,6 +110,32 @@ public sealed class RuntimeCliTests : IDisposable
     }
 
     [Fact]
+    public void BenchDecode_QuantizedNanoOnCpu_ReportsBoundAndBreakdown()
+    {
+        var r = QtipProcess.Run("bench", "decode", "--shape", "llama-nano", "--code", "hyb", "--bits", "2", "--tokens", "4", "--prefill-ctx", "16",
+            "--iterations", "1", "--backend", "cpu", "--json", Json("bench-q.json"));
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var doc = JsonDocument.Parse(File.ReadAllText(Json("bench-q.json")));
+        var e = doc.RootElement;
+        Assert.True(e.GetProperty("tokens_per_second").GetDouble() > 0);
+        Assert.Contains("HYB 2-bit", e.GetProperty("weights").GetString(), StringComparison.Ordinal);
+        // 2 layers × (q, k, v 256×128 | 128×128…) at 2 bits + SU/SV/LUT, and the fp16 lm_head (8192×128×2 bytes).
+        long bytes = e.GetProperty("weight_bytes_per_token").GetInt64();
+        Assert.InRange(bytes, (8192L * 128 * 2) + 20_000, (8192L * 128 * 2) + 200_000);
+        Assert.True(e.GetProperty("bound_tokens_per_second").GetDouble() > 0);
+        Assert.True(e.GetProperty("ops").GetArrayLength() >= 8);
+        Assert.True(e.GetProperty("prefill_tokens_per_second").GetDouble() > 0);
+    }
+
+    [Fact]
+    public void BenchDecode_UnknownCode_ExitsOne()
+    {
+        var r = QtipProcess.Run("bench", "decode", "--shape", "llama-nano", "--code", "e8p", "--backend", "cpu");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("--code", r.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void TruncatedCheckpoint_ExitsThreeWithOneLineNamingTheFile()
     {
         var dir = Path.Combine(temp, "cut");

@@ -58,7 +58,7 @@ public static class Backends
     }
 
     private static Context.Builder Configure(Context.Builder builder) =>
-        builder.Optimize(OptimizationLevel.O2).Math(MathMode.Default).EnableAlgorithms();
+        builder.Optimize(OptimizationLevel.O2).Math(MathMode.Default).EnableAlgorithms().Profiling(); // profiling: device-timed markers (DeviceTimer.QueuedSeconds)
 
     private static QtipDevice OpenCuda(BackendStatus status, int deviceIndex)
     {

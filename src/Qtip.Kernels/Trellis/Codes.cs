@@ -12,6 +12,9 @@ namespace Qtip.Kernels.Trellis;
 public interface ICodeTable
 {
     float this[int index] { get; }
+
+    /// <summary>Entries 2·<paramref name="pair"/> and 2·<paramref name="pair"/> + 1: one 8-byte load where the table allows it.</summary>
+    void Pair(int pair, out float first, out float second);
 }
 
 /// <summary>A code table in device memory (usable inside kernels).</summary>
@@ -24,6 +27,44 @@ public readonly struct DeviceTable(ArrayView<float> view) : ICodeTable
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         get => view[index];
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Pair(int pair, out float first, out float second)
+    {
+        first = view[2 * pair];
+        second = view[(2 * pair) + 1];
+    }
+}
+
+/// <summary>A code table of (even, odd) entry pairs in device memory, read with one 8-byte load per pair (kernels only).</summary>
+public readonly struct DevicePairTable(ArrayView<Float2> view) : ICodeTable
+{
+    private readonly ArrayView<Float2> view = view;
+
+    public float this[int index]
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get
+        {
+            var p = view[index >> 1];
+            return (index & 1) == 0 ? p.X : p.Y;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Pair(int pair, out float first, out float second)
+    {
+        var p = view[pair];
+        first = p.X;
+        second = p.Y;
+    }
+}
+
+/// <summary>Two floats, read and written with one 8-byte access.</summary>
+public readonly struct Float2(float x, float y)
+{
+    public readonly float X = x;
+    public readonly float Y = y;
 }
 
 /// <summary>A code table in host memory (host code only; never passed to a kernel).</summary>
@@ -32,6 +73,12 @@ public readonly struct HostTable(float[] data) : ICodeTable
     private readonly float[] data = data;
 
     public float this[int index] => data[index];
+
+    public void Pair(int pair, out float first, out float second)
+    {
+        first = data[2 * pair];
+        second = data[(2 * pair) + 1];
+    }
 }
 
 /// <summary>

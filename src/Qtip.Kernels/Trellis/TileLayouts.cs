@@ -32,12 +32,68 @@ public interface ITileLayout
 }
 
 /// <summary>
+/// A layout whose memory is the tiles in row-major order (tile (tr, tc) is tile tr·(n/16) + tc), each tile's K·T/16
+/// int16 words in stream order (word w = stream bits 16w…16w+15, the first in bit 15): what
+/// <see cref="TrellisMatVec{TCode, TLayout}"/> reads with contiguous word loads. Layouts of this kind differ only in
+/// where a sequence position lands inside its 16×16 tile, which is told per 16-position segment so that a thread
+/// that decodes segment σ (positions 16σ…16σ+15) knows its columns and its one or two output rows.
+/// </summary>
+public interface IStreamOrderLayout : ITileLayout
+{
+    /// <summary>Tile column (0…15) of position 16·<paramref name="segment"/> + <paramref name="q"/>.</summary>
+    int SegmentColumn(int segment, int q);
+
+    /// <summary>Which of the segment's (at most) two rows position 16·segment + <paramref name="q"/> lands in: 0 or 1.</summary>
+    int SegmentRowHalf(int q);
+
+    /// <summary>Tile row (0…15) of the segment's row <paramref name="half"/> (0 or 1; both the same when a segment is one row).</summary>
+    int SegmentRow(int segment, int half);
+
+    /// <summary>True when every segment lies in one tile row (half 1 never occurs).</summary>
+    bool OneRowPerSegment { get; }
+
+    /// <summary>How many of the tile's four 4-float x vectors (columns 4v…4v+3) a segment reads: 4 or 2.</summary>
+    int XSlots { get; }
+
+    /// <summary>The tile x vector (0…3) a segment reads in its slot <paramref name="slot"/> (0 … XSlots − 1).</summary>
+    int XVector(int segment, int slot);
+
+    /// <summary>The slot of position 16·segment + <paramref name="q"/>'s column (the same for every segment).</summary>
+    int XSlot(int q);
+
+    /// <summary>The component (0…3) of that column within its x vector.</summary>
+    int XComponent(int q);
+}
+
+/// <summary>
 /// The generic (non-kernel) layout, spec §1 "reference packing": one tile per row of K·T/16 int16 words; word w holds
 /// stream bits 16w…16w+15 with the first in bit 15, so stream byte k is memory byte k XOR 1 of the tile's row.
 /// Sequence position p is tile element (p div 16, p mod 16).
 /// </summary>
-public readonly struct GenericLayout : ITileLayout
+public readonly struct GenericLayout : IStreamOrderLayout
 {
+    public bool OneRowPerSegment => true;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int SegmentColumn(int segment, int q) => q;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int SegmentRowHalf(int q) => 0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int SegmentRow(int segment, int half) => segment;
+
+    public int XSlots => 4;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int XVector(int segment, int slot) => slot;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int XSlot(int q) => q >> 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int XComponent(int q) => q & 3;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public long MemoryByte(int tile, int k, LayoutParams p) => ((long)tile * p.BytesPerTile) + (k ^ 1);
 
@@ -99,6 +155,47 @@ public readonly struct KernelLayout : ITileLayout
         row = (16 * tr) + (8 * a) + b;
         col = (16 * tc) + (8 * d) + (2 * e) + f;
     }
+}
+
+/// <summary>
+/// The HYB kernel layout's positions (<see cref="KernelLayout"/>: p = 32b + 8e + 4d + 2a + f is tile element
+/// (8a + b, 8d + 2e + f)) with the words in stream order, tile after tile (<see cref="GenericLayout"/>'s memory). A
+/// kernel-layout checkpoint is moved into it on the device when it is loaded (<see cref="TrellisRelayout{TFrom, TTo}"/>),
+/// so the decode-matvec reads every layout with the same contiguous loads. Segment σ (positions 16σ…16σ+15) covers
+/// rows σ/2 and 8 + σ/2, columns 4·(σ mod 2) + {0…3, 8…11}.
+/// </summary>
+public readonly struct KernelStreamLayout : IStreamOrderLayout
+{
+    public bool OneRowPerSegment => false;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public long MemoryByte(int tile, int k, LayoutParams p) => default(GenericLayout).MemoryByte(tile, k, p);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Position(int tile, int pos, LayoutParams p, out int row, out int col) =>
+        default(KernelLayout).Position(tile, pos, p, out row, out col);
+
+    // p = 16σ + q: b = σ >> 1, e = 2(σ & 1) + (q >> 3), d = (q >> 2) & 1, a = (q >> 1) & 1, f = q & 1.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int SegmentColumn(int segment, int q) => (8 * ((q >> 2) & 1)) + (4 * (segment & 1)) + (2 * (q >> 3)) + (q & 1);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int SegmentRowHalf(int q) => (q >> 1) & 1;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int SegmentRow(int segment, int half) => (8 * half) + (segment >> 1);
+
+    // column = 4·(2·((q >> 2) & 1) + (σ & 1)) + (2·(q >> 3) + (q & 1)).
+    public int XSlots => 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int XVector(int segment, int slot) => (2 * slot) + (segment & 1);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int XSlot(int q) => (q >> 2) & 1;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int XComponent(int q) => (2 * (q >> 3)) + (q & 1);
 }
 
 /// <summary>Which layout (host-side name of the struct type argument).</summary>

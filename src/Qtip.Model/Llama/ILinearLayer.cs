@@ -16,6 +16,12 @@ public interface ILinearLayer : IDisposable
     /// <summary>m: the length of an output row.</summary>
     int OutFeatures { get; }
 
+    /// <summary>Bytes of weights one forward row reads (what bounds a decode step); 0 when unknown.</summary>
+    long WeightBytes => 0;
+
+    /// <summary>Device operations (kernel launches and copies) of one <see cref="Forward"/> with rows = 1.</summary>
+    int DecodeLaunches => 1;
+
     /// <summary>
     /// y (rows×OutFeatures) = x (rows×InFeatures) · Wᵀ, enqueued on <paramref name="stream"/> (asynchronous). Both
     /// views are row-major and at least as long as the shapes say; rows = 1 is the decode case.

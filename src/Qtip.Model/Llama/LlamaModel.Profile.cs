@@ -49,13 +49,21 @@ public sealed partial class LlamaModel
         hb.MemSetToZero();
         qkv.MemSetToZero();
         device.Synchronize();
-        long Bytes(ILinearLayer l) => l is DenseLinear d ? d.WeightBytes : 0;
+        long Bytes(ILinearLayer l) => l.WeightBytes;
         double Time(Action op) => DeviceTimer.MedianSeconds(device, op, iterations) * 1e6;
         var ops = new List<DecodeOpTime>();
         void Add(string name, int launches, Action op, long bytes) => ops.Add(new DecodeOpTime(name, launches, Time(op), bytes));
         void Norm(ArrayView<float> weight) => device.Get<RmsNorm>().Apply(xv, xb2v, weight, xbv, 1, dim, eps, s);
 
         Add("embedding", 1, () => Embed(xv, 1), 0);
+        if (lp.QuantizedLaunches > 0)
+        {
+            // The quantized layer's steps, exactly as the decode step runs them.
+            foreach (var step in QuantizedLayerSteps(0, position))
+                ops.Add(new DecodeOpTime(step.Op, step.Launches * layerCount, Time(step.Run) / step.Launches, step.Bytes / step.Launches));
+            AddHead();
+            return ops;
+        }
         string qkvShape = $"{qDim + (2 * kvDim)}×{dim}";
         long qkvBytes = Bytes(w.Q) + Bytes(w.K) + Bytes(w.V);
         if (lp.NormQkvRope)
@@ -105,25 +113,30 @@ public sealed partial class LlamaModel
             }, Bytes(w.Gate) + Bytes(w.Up));
         }
         Add(lp.DownAdds ? $"down+residual {dim}×{hidden}" : $"down {dim}×{hidden}", layerCount, () => AddInto(w.Down, hbv, xv, xb2v), Bytes(w.Down));
-        if (plan.NormHead)
-        {
-            var head = (DenseLinear)lmHead;
-            var finalNormInput = new InputNorm(finalNorm.View, eps);
-            Add($"rmsnorm+lm_head {c.VocabSize}×{dim}", 1, () =>
-            {
-                if (head.Precision == WeightPrecision.Float16)
-                    mv.ApplyNormed(head.HalfWeights, c.VocabSize, xv, finalNormInput, logits.View, dim, s);
-                else
-                    mv.ApplyNormed(head.FloatWeights, c.VocabSize, xv, finalNormInput, logits.View, dim, s);
-            }, Bytes(lmHead));
-        }
-        else
-        {
-            Add($"rmsnorm+residual {dim}", 1, () => Norm(finalNorm.View), 0);
-            Add($"lm_head {c.VocabSize}×{dim}", 1, () => lmHead.Forward(xbv.SubView(0, dim), logits.View, 1, s), Bytes(lmHead));
-        }
-        Add($"argmax {c.VocabSize}", 1, () => device.Get<Argmax>().Apply(logits.View, c.VocabSize, targets.View, 0, s), 0);
+        AddHead();
         return ops;
+
+        void AddHead()
+        {
+            if (plan.NormHead)
+            {
+                var head = (DenseLinear)lmHead;
+                var finalNormInput = new InputNorm(finalNorm.View, eps);
+                Add($"rmsnorm+lm_head {c.VocabSize}×{dim}", 1, () =>
+                {
+                    if (head.Precision == WeightPrecision.Float16)
+                        mv.ApplyNormed(head.HalfWeights, c.VocabSize, xv, finalNormInput, logits.View, dim, s);
+                    else
+                        mv.ApplyNormed(head.FloatWeights, c.VocabSize, xv, finalNormInput, logits.View, dim, s);
+                }, Bytes(lmHead));
+            }
+            else
+            {
+                Add($"rmsnorm+residual {dim}", 1, () => Norm(finalNorm.View), 0);
+                Add($"lm_head {c.VocabSize}×{dim}", 1, () => lmHead.Forward(xbv.SubView(0, dim), logits.View, 1, s), Bytes(lmHead));
+            }
+            Add($"argmax {c.VocabSize}", 1, () => device.Get<Argmax>().Apply(logits.View, c.VocabSize, targets.View, 0, s), 0);
+        }
     }
 
     /// <summary>Kernel launches of one decode step with greedy selection, as <see cref="Decode"/> runs it (a linear that is not dense counted as one launch).</summary>

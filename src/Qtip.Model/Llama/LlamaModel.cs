@@ -132,7 +132,7 @@ public sealed partial class LlamaModel : IDisposable
 
     /// <summary>Bytes of weights one decode step reads (linears and the output head; the embedding row is negligible).</summary>
     public long DecodeWeightBytes =>
-        layers.Sum(l => l.Linears.Sum(li => li is DenseLinear d ? d.WeightBytes : 0L)) + (lmHead is DenseLinear h ? h.WeightBytes : 0L);
+        layers.Sum(l => l.Linears.Sum(li => li.WeightBytes)) + lmHead.WeightBytes;
 
     // ---------------------------------------------------------------- loading
 
@@ -199,7 +199,10 @@ public sealed partial class LlamaModel : IDisposable
     /// A model of <paramref name="config"/>'s shape with seeded random weights generated on the device (no host copy):
     /// linears uniform with variance 1/in, the embedding uniform ±0.5, norms 1. For speed measurements.
     /// </summary>
-    public static LlamaModel CreateRandom(QtipDevice device, LlamaConfig config, ModelOptions options, ulong seed = 1)
+    /// <param name="linearFactory">When given, makes each decoder-layer linear (layer, kind, out, in) instead of a dense
+    /// random one, e.g. a random quantized linear (the output head stays dense).</param>
+    public static LlamaModel CreateRandom(QtipDevice device, LlamaConfig config, ModelOptions options, ulong seed = 1,
+        Func<int, LinearKind, int, int, ILinearLayer>? linearFactory = null)
     {
         var fill = device.Get<RandomFill>();
         var a = device.Accelerator;
@@ -244,7 +247,7 @@ public sealed partial class LlamaModel : IDisposable
             foreach (var kind in LlamaNames.LayerLinears)
             {
                 var (o, i) = LlamaNames.LinearShape(config, kind);
-                layerWeights[l].Linears[(int)kind] = Random(o, i);
+                layerWeights[l].Linears[(int)kind] = linearFactory is not null ? linearFactory(l, kind, o, i) : Random(o, i);
             }
         }
         var head = config.TieWordEmbeddings
@@ -274,6 +277,7 @@ public sealed partial class LlamaModel : IDisposable
         else
             LayerAt(layer).Linears[(int)kind] = replacement;
         decodePlan = null;
+        DisposeQuantizedLayers();
         if (disposeOld && !ReferenceEquals(old, replacement))
             old.Dispose();
     }
@@ -456,6 +460,13 @@ public sealed partial class LlamaModel : IDisposable
             var w = layers[l];
             var lp = plan.Layers[l];
             ArrayView<float> kc = keyCache[l].View, vc = valueCache[l].View;
+            if (lp.QuantizedLaunches > 0)
+            {
+                foreach (var step in QuantizedLayerSteps(l, position))
+                    step.Run();
+                pending = false;
+                continue;
+            }
 
             // ---- attention block
             // q = RoPE(x̂·Wqᵀ), cache[position] = (RoPE(x̂·Wkᵀ), x̂·Wvᵀ) with x̂ = rmsnorm(x) ⊙ input_layernorm
@@ -551,18 +562,24 @@ public sealed partial class LlamaModel : IDisposable
     /// <param name="NormGateUp">gate, up dense and fusable, and o_proj added itself: post-attention norm, gate|up and SwiGLU in one launch.</param>
     /// <param name="FusedGateUp">Otherwise: gate|up+SwiGLU as one launch (dense, fusable) after an RMSNorm launch.</param>
     /// <param name="DownAdds">down_proj dense: it adds its output into x.</param>
-    internal readonly record struct LayerDecode(bool NormQkvRope, bool FusedQkv, bool OAdds, bool NormGateUp, bool FusedGateUp, bool DownAdds)
+    /// <param name="ExtraLaunches">Launches beyond one of the linears that run on their own (<see cref="ILinearLayer.DecodeLaunches"/> − 1 each).</param>
+    /// <param name="QuantizedLaunches">When &gt; 0, the layer runs the fused quantized decode (<see cref="QuantizedLayerSteps"/>) in this many launches.</param>
+    internal readonly record struct LayerDecode(bool NormQkvRope, bool FusedQkv, bool OAdds, bool NormGateUp, bool FusedGateUp, bool DownAdds, int ExtraLaunches = 0,
+        int QuantizedLaunches = 0)
     {
-        /// <summary>Launches of this layer in a decode step (a linear that is not dense counted as one).</summary>
-        public int Launches =>
-            (NormQkvRope ? 1 : 1 + (FusedQkv ? 1 : 3) + 1) + 1 /* attention */ + 1 /* o */ + (NormGateUp ? 1 : 1 + (FusedGateUp ? 1 : 3)) + 1 /* down */;
+        /// <summary>Launches of this layer in a decode step.</summary>
+        public int Launches => QuantizedLaunches > 0 ? QuantizedLaunches :
+            (NormQkvRope ? 1 : 1 + (FusedQkv ? 1 : 3) + 1) + 1 /* attention */ + 1 /* o */ + (NormGateUp ? 1 : 1 + (FusedGateUp ? 1 : 3)) + 1 /* down */ + ExtraLaunches;
     }
 
     /// <summary>A decode step's plan: one entry per layer, and whether the final norm runs inside the output head.</summary>
     internal sealed record DecodePlan(LayerDecode[] Layers, bool NormHead)
     {
         /// <summary>Launches of a decode step with greedy selection: embedding, the layers, the head (+ its norm), argmax.</summary>
-        public int Launches => 1 + Layers.Sum(l => l.Launches) + (NormHead ? 1 : 2) + 1;
+        public int Launches => 1 + Layers.Sum(l => l.Launches) + (NormHead ? 1 : 2) + 1 + HeadExtraLaunches;
+
+        /// <summary>Launches of the output head beyond one when it is not dense.</summary>
+        public int HeadExtraLaunches { get; init; }
     }
 
     /// <summary>The decode plan of the current linears (cached; <see cref="SetLinear"/> resets it).</summary>
@@ -575,14 +592,24 @@ public sealed partial class LlamaModel : IDisposable
         for (int l = 0; l < layers.Length; l++)
         {
             var w = layers[l];
+            if (complete && QuantizedFusable(l))
+            {
+                // Quantized layer: input RHTs with the norms, output RHTs with RoPE's input, the residual adds and SwiGLU.
+                result[l] = new LayerDecode(false, false, true, false, false, true, QuantizedLaunches: QuantizedLayerLaunches);
+                continue;
+            }
             bool qkvFusable = w.Q is DenseLinear q && w.K is DenseLinear k && w.V is DenseLinear v && q.CanFuseWith(k) && q.CanFuseWith(v);
             bool mlpFusable = w.Gate is DenseLinear g && w.Up is DenseLinear u && g.CanFuseWith(u) && g.OutFeatures == u.OutFeatures;
             bool oAdds = w.O is DenseLinear;
             bool downAdds = w.Down is DenseLinear;
-            result[l] = new LayerDecode(complete && qkvFusable, qkvFusable, oAdds, oAdds && mlpFusable, mlpFusable, downAdds);
+            int extra = (qkvFusable ? 0 : w.Q.DecodeLaunches + w.K.DecodeLaunches + w.V.DecodeLaunches - 3)
+                + (oAdds ? 0 : w.O.DecodeLaunches - 1)
+                + (mlpFusable ? 0 : w.Gate.DecodeLaunches + w.Up.DecodeLaunches - 2)
+                + (downAdds ? 0 : w.Down.DecodeLaunches - 1);
+            result[l] = new LayerDecode(complete && qkvFusable, qkvFusable, oAdds, oAdds && mlpFusable, mlpFusable, downAdds, extra);
             complete = downAdds;
         }
-        decodePlan = new DecodePlan(result, complete && lmHead is DenseLinear);
+        decodePlan = new DecodePlan(result, complete && lmHead is DenseLinear) { HeadExtraLaunches = lmHead is DenseLinear ? 0 : lmHead.DecodeLaunches - 1 };
         return decodePlan;
     }
 
@@ -680,6 +707,9 @@ public sealed partial class LlamaModel : IDisposable
 
     public void Dispose()
     {
+        DisposeQuantizedLayers();
+        rhtIn?.Dispose();
+        rhtOut?.Dispose();
         foreach (var l in layers)
             l.Dispose();
         lmHead.Dispose();

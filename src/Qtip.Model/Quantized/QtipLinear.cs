@@ -33,25 +33,79 @@ public sealed class QtipLinear : ILinearLayer
 
     public QtipLinear(QtipDevice device, int outFeatures, int inFeatures, QtipCodeSpec spec,
         ReadOnlySpan<short> trellisWords, ReadOnlySpan<float> su, ReadOnlySpan<float> sv, ReadOnlySpan<float> table)
+        : this(device, outFeatures, inFeatures, spec, Upload(device, outFeatures, inFeatures, spec, trellisWords, su, sv, table))
     {
-        if (outFeatures % 16 != 0 || inFeatures % 16 != 0)
-            throw new ArgumentException($"quantized linear {outFeatures}×{inFeatures} is not made of 16×16 tiles");
-        HadamardMatrices.SmallFactor(outFeatures);
-        HadamardMatrices.SmallFactor(inFeatures);
-        long words = (long)(outFeatures / 16) * (inFeatures / 16) * 16 * spec.K;
-        if (trellisWords.Length != words)
-            throw new ArgumentException($"trellis has {trellisWords.Length} words, a {outFeatures}×{inFeatures} matrix at K = {spec.K} needs {words}");
-        if (su.Length != inFeatures || sv.Length != outFeatures)
-            throw new ArgumentException($"SU has {su.Length} (expected {inFeatures}), SV has {sv.Length} (expected {outFeatures})");
+    }
+
+    private QtipLinear(QtipDevice device, int outFeatures, int inFeatures, QtipCodeSpec spec,
+        (MemoryBuffer1D<short, Stride1D.Dense> Trellis, MemoryBuffer1D<float, Stride1D.Dense> Su, MemoryBuffer1D<float, Stride1D.Dense> Sv, MemoryBuffer1D<float, Stride1D.Dense> Table) buffers)
+    {
         this.device = device;
         OutFeatures = outFeatures;
         InFeatures = inFeatures;
         Spec = spec;
+        su = buffers.Su;
+        sv = buffers.Sv;
+        table = buffers.Table;
+        trellis = ToStreamOrder(device, outFeatures, inFeatures, spec, buffers.Trellis);
+    }
+
+    private static void CheckShape(int outFeatures, int inFeatures, QtipCodeSpec spec, long trellisWords, long suLength, long svLength)
+    {
+        if (outFeatures <= 0 || inFeatures <= 0 || outFeatures % 16 != 0 || inFeatures % 16 != 0)
+            throw new ArgumentException($"quantized linear {outFeatures}×{inFeatures} is not made of 16×16 tiles");
+        HadamardMatrices.SmallFactor(outFeatures);
+        HadamardMatrices.SmallFactor(inFeatures);
+        long words = (long)(outFeatures / 16) * (inFeatures / 16) * 16 * spec.K;
+        if (trellisWords != words)
+            throw new ArgumentException($"trellis has {trellisWords} words, a {outFeatures}×{inFeatures} matrix at K = {spec.K} needs {words}");
+        if (suLength != inFeatures || svLength != outFeatures)
+            throw new ArgumentException($"SU has {suLength} (expected {inFeatures}), SV has {svLength} (expected {outFeatures})");
+    }
+
+    private static (MemoryBuffer1D<short, Stride1D.Dense>, MemoryBuffer1D<float, Stride1D.Dense>, MemoryBuffer1D<float, Stride1D.Dense>, MemoryBuffer1D<float, Stride1D.Dense>) Upload(
+        QtipDevice device, int outFeatures, int inFeatures, QtipCodeSpec spec,
+        ReadOnlySpan<short> trellisWords, ReadOnlySpan<float> su, ReadOnlySpan<float> sv, ReadOnlySpan<float> table)
+    {
+        CheckShape(outFeatures, inFeatures, spec, trellisWords.Length, su.Length, sv.Length);
         var acc = device.Accelerator;
-        trellis = acc.Allocate1D(trellisWords.ToArray());
-        this.su = acc.Allocate1D(su.ToArray());
-        this.sv = acc.Allocate1D(sv.ToArray());
-        this.table = acc.Allocate1D(table.Length > 0 ? table.ToArray() : [0f]);
+        return (acc.Allocate1D(trellisWords.ToArray()), acc.Allocate1D(su.ToArray()), acc.Allocate1D(sv.ToArray()), acc.Allocate1D(table.Length > 0 ? table.ToArray() : [0f]));
+    }
+
+    /// <summary>
+    /// The trellis as the decode kernels read it: a kernel-layout (HYB) trellis is moved on the device to
+    /// <see cref="KernelStreamLayout"/> (same positions, words in stream order), so the decode-matvec reads every layout
+    /// with contiguous loads; a generic trellis is kept as it is. Takes ownership of <paramref name="stored"/>.
+    /// </summary>
+    private static MemoryBuffer1D<short, Stride1D.Dense> ToStreamOrder(QtipDevice device, int m, int n, QtipCodeSpec spec, MemoryBuffer1D<short, Stride1D.Dense> stored)
+    {
+        if (spec.Layout != TileLayoutKind.Kernel)
+            return stored;
+        var moved = device.Accelerator.Allocate1D<short>(stored.Length);
+        device.Get<TrellisRelayout<KernelLayout, KernelStreamLayout>>().Apply(stored.View, m, n, spec.K, moved.View);
+        device.Synchronize();
+        stored.Dispose();
+        return moved;
+    }
+
+    /// <summary>
+    /// A quantized linear with random contents made on the device (no quantize run): uniformly random trellis words in
+    /// the stored layout of <paramref name="spec"/>, SU random ±1, SV random ±1/√n (so a unit input gives unit outputs),
+    /// and <paramref name="table"/> as the code's table. For speed measurements (<c>qtip bench decode --code</c>).
+    /// </summary>
+    public static QtipLinear CreateRandom(QtipDevice device, int outFeatures, int inFeatures, QtipCodeSpec spec, ReadOnlySpan<float> table, ulong seed)
+    {
+        long words = (long)(outFeatures / 16) * (inFeatures / 16) * 16 * spec.K;
+        CheckShape(outFeatures, inFeatures, spec, words, inFeatures, outFeatures);
+        var acc = device.Accelerator;
+        var trellis = acc.Allocate1D<short>(words);
+        device.Get<RandomFill>().ApplyBits(((ArrayView<short>)trellis.View).Cast<int>(), seed);
+        var rng = new Random((int)(seed % int.MaxValue));
+        float scale = 1f / MathF.Sqrt(inFeatures);
+        var su = Enumerable.Range(0, inFeatures).Select(_ => rng.Next(2) == 0 ? -1f : 1f).ToArray();
+        var sv = Enumerable.Range(0, outFeatures).Select(_ => rng.Next(2) == 0 ? -scale : scale).ToArray();
+        return new QtipLinear(device, outFeatures, inFeatures, spec,
+            (trellis, acc.Allocate1D(su), acc.Allocate1D(sv), acc.Allocate1D(table.Length > 0 ? table.ToArray() : [0f])));
     }
 
     public int InFeatures { get; }
@@ -59,6 +113,12 @@ public sealed class QtipLinear : ILinearLayer
     public int OutFeatures { get; }
 
     public QtipCodeSpec Spec { get; }
+
+    /// <summary>SU (n): the input signs (fine-tuned into real values).</summary>
+    public ArrayView<float> InputSigns => su.View;
+
+    /// <summary>SV (m): the output signs with Wscale folded in.</summary>
+    public ArrayView<float> OutputSigns => sv.View;
 
     /// <summary>The quantized linear stored under <paramref name="weightName"/>'s prefix (trellis, SU, SV, tlut).</summary>
     public static QtipLinear FromCheckpoint(QtipDevice device, TensorStore store, QuipParams quip, string weightName, int outFeatures, int inFeatures)
@@ -92,6 +152,9 @@ public sealed class QtipLinear : ILinearLayer
     }
 
     /// <summary>Bytes a decode step reads: the packed trellis plus SU, SV and the table.</summary>
+    /// <summary>A decode forward: the input copy, the input Hadamard, the matvec, the output Hadamard.</summary>
+    public int DecodeLaunches => 1 + HadamardPlan.For(InFeatures).Launches + 1 + HadamardPlan.For(OutFeatures).Launches;
+
     public long WeightBytes => (trellis.Length * 2) + ((su.Length + sv.Length + table.Length) * 4);
 
     public void Forward(ArrayView<float> x, ArrayView<float> y, int rows, AcceleratorStream stream)
@@ -124,14 +187,16 @@ public sealed class QtipLinear : ILinearLayer
     public void DecodeDense(ArrayView<float> destination, AcceleratorStream stream) =>
         ForCode(new DecodeOp(this, destination, stream));
 
-    /// <summary>y (m) = Ŵ · xr (n), the fused trellis-decode matrix–vector product.</summary>
+    /// <summary>y (m) = Ŵ · xr (n), the fused trellis-decode matrix–vector product on the transformed input (no RHT).</summary>
+    public void TransformedMatVec(ArrayView<float> xr, ArrayView<float> y, AcceleratorStream stream) => MatVec(xr, y, stream);
+
     private void MatVec(ArrayView<float> xr, ArrayView<float> y, AcceleratorStream stream) =>
         ForCode(new MatVecOp(this, xr, y, stream));
 
     /// <summary>An operation over the stored trellis, instantiated for the code and layout type arguments.</summary>
     private interface ICodeOp
     {
-        void Run<TCode, TLayout>() where TCode : struct, ITrellisCode where TLayout : struct, ITileLayout;
+        void Run<TCode, TLayout>() where TCode : struct, ITrellisCode where TLayout : struct, IStreamOrderLayout;
     }
 
     /// <summary>Runs <paramref name="op"/> with the code and layout structs of <see cref="Spec"/>: the one place that maps them.</summary>
@@ -141,7 +206,7 @@ public sealed class QtipLinear : ILinearLayer
         switch (s.Code, s.Layout)
         {
             case (TrellisCodeKind.Hyb, TileLayoutKind.Kernel):
-                op.Run<HybCode, KernelLayout>();
+                op.Run<HybCode, KernelStreamLayout>(); // moved there at load (ToStreamOrder)
                 break;
             case (TrellisCodeKind.Hyb, _):
                 op.Run<HybCode, GenericLayout>();
@@ -165,14 +230,14 @@ public sealed class QtipLinear : ILinearLayer
 
     private readonly struct DecodeOp(QtipLinear q, ArrayView<float> destination, AcceleratorStream stream) : ICodeOp
     {
-        public void Run<TCode, TLayout>() where TCode : struct, ITrellisCode where TLayout : struct, ITileLayout =>
+        public void Run<TCode, TLayout>() where TCode : struct, ITrellisCode where TLayout : struct, IStreamOrderLayout =>
             q.device.Get<TrellisDecode<TCode, TLayout>>().Apply(q.trellis.View, (q.OutFeatures / 16) * (q.InFeatures / 16), q.Spec.L, q.Spec.K, 256,
                 DecodeOutput.Matrix, q.table.View, destination, default, q.OutFeatures, q.InFeatures, stream);
     }
 
     private readonly struct MatVecOp(QtipLinear q, ArrayView<float> xr, ArrayView<float> y, AcceleratorStream stream) : ICodeOp
     {
-        public void Run<TCode, TLayout>() where TCode : struct, ITrellisCode where TLayout : struct, ITileLayout =>
+        public void Run<TCode, TLayout>() where TCode : struct, ITrellisCode where TLayout : struct, IStreamOrderLayout =>
             q.device.Get<TrellisMatVec<TCode, TLayout>>().Apply(q.trellis.View, q.OutFeatures, q.InFeatures, q.Spec.L, q.Spec.K, q.table.View, xr, y, stream);
     }
 

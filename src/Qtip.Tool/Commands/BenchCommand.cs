@@ -12,6 +12,7 @@ public static class BenchCommand
         command.Subcommands.Add(BenchDistortionCommand.Create());
         command.Subcommands.Add(BenchDecodeCommand.Create());
         command.Subcommands.Add(BenchQuantizeCommand.Create());
+        command.Subcommands.Add(BenchMatVecCommand.Create());
         return command;
     }
 }

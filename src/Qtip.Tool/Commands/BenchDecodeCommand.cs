@@ -3,14 +3,19 @@ using System.Diagnostics;
 using ILGPU;
 using ILGPU.Runtime;
 using Qtip.Kernels.Runtime;
+using Qtip.Kernels.Trellis;
+using Qtip.Model.Checkpoint;
 using Qtip.Model.Llama;
+using Qtip.Model.Quantized;
+using Qtip.Quant.Trellis;
 using Qtip.Tool.Cli;
 
 namespace Qtip.Tool.Commands;
 
 /// <summary>
 /// <c>qtip bench decode</c>: batch-1 decode speed of a synthetic Llama with random fp16 weights generated on the
-/// device (default: the Llama-2-7B shape). Reports tokens/s, the bandwidth bound (weight bytes per token ÷ a
+/// device (default: the Llama-2-7B shape), or with <c>--code hyb|3inst|1mad --bits 2|3|4</c> random quantized decoder
+/// linears made on the device in the stored layout (no quantize run). Reports tokens/s, the bandwidth bound (weight bytes per token ÷ a
 /// device-to-device copy measured in the same run), host launch time per token, each op kind timed alone (where the
 /// time goes), and prefill tokens/s of the evaluation path.
 /// </summary>
@@ -28,13 +33,16 @@ public static class BenchDecodeCommand
     private static readonly Shape[] Shapes =
     [
         new("llama2-7b", 32, 4096, 11008, 32, 32, 32000),
+        new("llama2-70b", 80, 8192, 28672, 64, 8, 32000),
         new("llama-small", 6, 384, 1376, 6, 2, 8192),
         new("llama-nano", 2, 128, 384, 4, 2, 8192),
     ];
 
     public static Command Create()
     {
-        var shape = new Option<string>("--shape") { Description = "Synthetic model shape: llama2-7b, llama-small or llama-nano.", DefaultValueFactory = _ => "llama2-7b" };
+        var shape = new Option<string>("--shape") { Description = "Synthetic model shape: llama2-7b, llama2-70b, llama-small or llama-nano.", DefaultValueFactory = _ => "llama2-7b" };
+        var code = new Option<string?>("--code") { Description = "Quantize the decoder linears with random trellis words of this code: hyb, 3inst or 1mad (L = 16; default: fp16/fp32 dense)." };
+        var bits = new Option<int>("--bits") { Description = "Bits per weight K of --code: 2, 3 or 4.", DefaultValueFactory = _ => 2 };
         var layers = new Option<int?>("--layers") { Description = "Override the number of layers (e.g. fewer for a quick run)." };
         var tokens = new Option<int>("--tokens") { Description = "Decode steps timed.", DefaultValueFactory = _ => 128 };
         var prompt = new Option<int>("--prompt-tokens") { Description = "Prompt length before decoding.", DefaultValueFactory = _ => 16 };
@@ -46,15 +54,15 @@ public static class BenchDecodeCommand
         var json = CommonOptions.Json();
         var command = new Command("decode", "Batch-1 decode tokens/s of a synthetic Llama (random fp16 weights made on the device) vs the bandwidth bound.")
         {
-            shape, layers, tokens, prompt, prefill, iterations, weights, backend, device, json,
+            shape, code, bits, layers, tokens, prompt, prefill, iterations, weights, backend, device, json,
         };
-        command.SetAction(parse => CommandRunner.Run(() => Execute(parse.GetValue(shape)!, parse.GetValue(layers), parse.GetValue(tokens), parse.GetValue(prompt),
+        command.SetAction(parse => CommandRunner.Run(() => Execute(parse.GetValue(shape)!, parse.GetValue(code), parse.GetValue(bits), parse.GetValue(layers), parse.GetValue(tokens), parse.GetValue(prompt),
             parse.GetValue(prefill), parse.GetValue(iterations), RuntimeCli.ParseWeights(parse.GetValue(weights)),
             CommonOptions.ParseBackend(parse.GetValue(backend)!), parse.GetValue(device), parse.GetValue(json))));
         return command;
     }
 
-    private static int Execute(string shapeName, int? layers, int tokens, int promptTokens, int prefillCtx, int iterations, WeightPrecision? requestedPrecision,
+    private static int Execute(string shapeName, string? codeName, int bits, int? layers, int tokens, int promptTokens, int prefillCtx, int iterations, WeightPrecision? requestedPrecision,
         BackendKind kind, int deviceIndex, FileInfo? json)
     {
         var shape = Shapes.FirstOrDefault(s => s.Name == shapeName)
@@ -67,18 +75,35 @@ public static class BenchDecodeCommand
         }
         if (tokens < 2 || promptTokens < 1 || prefillCtx < 0 || iterations < 1)
             throw new UsageException("--tokens must be ≥ 2, --prompt-tokens ≥ 1, --prefill-ctx ≥ 0, --iterations ≥ 1");
+        QtipCodeSpec? spec = null;
+        if (codeName is not null)
+        {
+            var code = codeName.ToLowerInvariant() switch
+            {
+                "hyb" => TrellisCodeKind.Hyb,
+                "3inst" => TrellisCodeKind.ThreeInst,
+                "1mad" => TrellisCodeKind.OneMad,
+                _ => throw new UsageException($"--code '{codeName}': expected hyb, 3inst or 1mad"),
+            };
+            if (bits is < 2 or > 4)
+                throw new UsageException($"--bits must be 2, 3 or 4 (got {bits})");
+            int v = Codes.ValuesPerState(code);
+            spec = new QtipCodeSpec(code, 16, bits, v, QtipCodeSpec.DefaultLayout(code, 16, v));
+        }
         var config = LlamaModel.SyntheticConfig(shape.Layers, shape.Hidden, shape.Intermediate, shape.Heads, shape.KvHeads, shape.Vocab);
         using var device = Backends.Open(kind, deviceIndex);
         var precision = RuntimeCli.ResolveWeights(device, requestedPrecision);
+        string weightsName = spec is null ? RuntimeCli.WeightsName(precision)
+            : $"{CodeName(spec.Code)} {spec.K}-bit (L = 16, {spec.Layout} layout; {RuntimeCli.WeightsName(precision)} embedding and lm_head)";
         Output.Line($"device: {device}; synthetic {shape.Name}: {shape.Layers} layers, hidden {shape.Hidden}, MLP {shape.Intermediate}, " +
-            $"heads {shape.Heads}/{shape.KvHeads}, vocab {shape.Vocab}, {RuntimeCli.WeightsName(precision)} weights");
+            $"heads {shape.Heads}/{shape.KvHeads}, vocab {shape.Vocab}, {weightsName} weights");
         int context = Math.Max(promptTokens + tokens + 1, prefillCtx);
         using var model = LlamaModel.CreateRandom(device, config, new ModelOptions
         {
             Precision = precision,
             MaxContext = context,
             MaxPrefillRows = Math.Max(promptTokens, prefillCtx),
-        });
+        }, linearFactory: spec is null ? null : RandomQuantized(device, spec));
         var rng = new Random(7);
         var prompt = Enumerable.Range(0, promptTokens).Select(_ => rng.Next(3, shape.Vocab)).ToArray();
 
@@ -136,7 +161,7 @@ public static class BenchDecodeCommand
             prefillTps = reps * prefillCtx / p.Elapsed.TotalSeconds;
         }
 
-        var result = new Result(device.ToString(), device.Kind.Name(), DateTime.UtcNow.ToString("u"), shape, RuntimeCli.WeightsName(precision), promptTokens, tokens,
+        var result = new Result(device.ToString(), device.Kind.Name(), DateTime.UtcNow.ToString("u"), shape, weightsName, promptTokens, tokens,
             bytes, model.DecodeLaunchesPerToken, tokPerS, 1e3 / tokPerS, copyGBps, bound, tokPerS / bound, hostUs, sumOps, ops, prefillCtx, prefillTps);
         Output.Table("decode, batch 1", ["tokens/s", "ms/token", "weights/token", "copy GB/s", "bound tok/s", "of bound", "launches/token", "host µs/token", "Σ ops µs/token"],
         [
@@ -150,6 +175,35 @@ public static class BenchDecodeCommand
             Output.Line($"prefill (eval path, window {prefillCtx}, logits + NLL): {prefillTps:F0} tokens/s");
         Output.WriteJson(json, result);
         return ExitCodes.Ok;
+    }
+
+    private static string CodeName(TrellisCodeKind code) => code switch
+    {
+        TrellisCodeKind.Hyb => "HYB",
+        TrellisCodeKind.ThreeInst => "3INST",
+        TrellisCodeKind.OneMad => "1MAD",
+        _ => code.ToString(),
+    };
+
+    /// <summary>
+    /// Makes each decoder linear a random quantized linear of <paramref name="spec"/> on the device (random trellis
+    /// words in the stored layout, random signs). HYB gets a seeded Gaussian 512×2 table at the LUT's target scale:
+    /// decode speed does not depend on the table's values.
+    /// </summary>
+    private static Func<int, LinearKind, int, int, ILinearLayer> RandomQuantized(QtipDevice device, QtipCodeSpec spec)
+    {
+        float[] table = [];
+        if (spec.Code == TrellisCodeKind.Hyb)
+        {
+            var rng = new Random(11);
+            table = new float[Codes.TableLength(TrellisCodeKind.Hyb, 16, 2)];
+            for (int i = 0; i < table.Length; i++)
+            {
+                double u = 1 - rng.NextDouble(), w = rng.NextDouble();
+                table[i] = (float)(HybLut.TargetStd * Math.Sqrt(-2 * Math.Log(u)) * Math.Cos(2 * Math.PI * w));
+            }
+        }
+        return (layer, kind, o, i) => QtipLinear.CreateRandom(device, o, i, spec, table, (ulong)((layer * 16) + (int)kind + 1000));
     }
 
     /// <summary>Device-to-device copy bandwidth (read + write) of a 256 MiB buffer (16 MiB on the CPU simulator).</summary>

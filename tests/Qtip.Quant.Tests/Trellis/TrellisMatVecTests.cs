@@ -12,8 +12,118 @@ public abstract class TrellisMatVecTests(BackendKind backend) : BackendTest(back
 {
     private static short[] Shorts(System.Text.Json.JsonElement e) => e.EnumerateArray().Select(v => (short)v.GetInt32()).ToArray();
 
+    /// <summary>Relative-to-magnitude tolerance of the fp32 fused product against float64 references.</summary>
+    private const double Tolerance = 1e-4;
+
+    /// <summary>
+    /// Plain C# reference, y = Ŵ x in float64: every state of every tile cut from the stream bytes (found through the
+    /// layout's byte map, circularly), decoded with the host decode, placed by the layout's position map.
+    /// </summary>
+    internal static double[] HostMatVec<TLayout>(short[] words, int m, int n, int l, int k, TrellisCodeKind kind, int v, float[]? table, float[] x)
+        where TLayout : struct, ITileLayout
+    {
+        var layout = default(TLayout);
+        var bytes = new byte[words.Length * 2];
+        Buffer.BlockCopy(words, 0, bytes, 0, bytes.Length);
+        var p = new LayoutParams(k, 256, m, n);
+        int tiles = (m / 16) * (n / 16), bitsPerTile = 256 * k;
+        var y = new double[m];
+        for (int tile = 0; tile < tiles; tile++)
+        {
+            for (int i = 0; i < 256 / v; i++)
+            {
+                uint state = 0;
+                for (int b = 0; b < l; b++)
+                {
+                    int bit = ((i * k * v) + b) % bitsPerTile;
+                    int value = bytes[layout.MemoryByte(tile, bit >> 3, p)];
+                    state = (state << 1) | (uint)((value >> (7 - (bit & 7))) & 1);
+                }
+                Codes.DecodeHost(kind, v, state, table, out float v0, out float v1);
+                layout.Position(tile, i * v, p, out int row, out int col);
+                y[row] += v0 * (double)x[col];
+                if (v == 2)
+                {
+                    layout.Position(tile, (i * v) + 1, p, out row, out col);
+                    y[row] += v1 * (double)x[col];
+                }
+            }
+        }
+        return y;
+    }
+
+    /// <summary>The fused product on the device (the trellis in <typeparamref name="TLayout"/>, a stream-ordered layout).</summary>
+    private float[] Fused<TCode, TLayout>(short[] trellis, int m, int n, int l, int k, float[] table, float[] x)
+        where TCode : struct, ITrellisCode where TLayout : struct, IStreamOrderLayout
+    {
+        var acc = Device.Accelerator;
+        using var w = acc.Allocate1D(trellis);
+        using var tb = acc.Allocate1D(table.Length > 0 ? table : [0f]);
+        using var xb = acc.Allocate1D(x);
+        using var yb = acc.Allocate1D(Enumerable.Repeat(float.NaN, m).ToArray()); // poisoned: every row must be written
+        Device.Get<TrellisMatVec<TCode, TLayout>>().Apply(w.View, m, n, l, k, tb.View, xb.View, yb.View);
+        return yb.GetAsArray1D();
+    }
+
+    private static void AssertClose(double[] expected, float[] got, string what)
+    {
+        for (int i = 0; i < expected.Length; i++)
+            Assert.True(Math.Abs(got[i] - expected[i]) < Tolerance * (1 + Math.Abs(expected[i])), $"{what}, row {i}: {got[i]} vs {expected[i]}");
+    }
+
+    private static short[] RandomWords(int m, int n, int k, int seed)
+    {
+        var words = new short[(m / 16) * (n / 16) * 16 * k];
+        var r = new Random(seed);
+        for (int i = 0; i < words.Length; i++)
+            words[i] = (short)r.Next(short.MinValue, short.MaxValue + 1);
+        return words;
+    }
+
+    [Theory]
+    [InlineData(16, 1, 32, 48)]
+    [InlineData(16, 2, 48, 64)]
+    [InlineData(16, 3, 32, 32)]
+    [InlineData(16, 4, 16, 48)]
+    [InlineData(12, 4, 32, 16)]
+    [InlineData(9, 3, 16, 32)]
+    public void EveryCode_GenericLayout_MatchesHostReference(int l, int k, int m, int n)
+    {
+        var words = RandomWords(m, n, k, seed: (l * 10) + k);
+        var x = Rng.Gaussian(n, seed: k);
+        AssertClose(HostMatVec<GenericLayout>(words, m, n, l, k, TrellisCodeKind.OneMad, 1, null, x), Fused<OneMadCode, GenericLayout>(words, m, n, l, k, [], x), $"1MAD L={l} K={k}");
+        AssertClose(HostMatVec<GenericLayout>(words, m, n, l, k, TrellisCodeKind.ThreeInst, 1, null, x), Fused<ThreeInstCode, GenericLayout>(words, m, n, l, k, [], x), $"3INST L={l} K={k}");
+        if (2 * k < l)
+        {
+            var hyb = Rng.Gaussian(2 * HybCode.Rows, seed: 5);
+            AssertClose(HostMatVec<GenericLayout>(words, m, n, l, k, TrellisCodeKind.Hyb, 2, hyb, x), Fused<HybCode, GenericLayout>(words, m, n, l, k, hyb, x), $"HYB L={l} K={k}");
+            // A random LUT code, V = 2: shared-memory table when it fits (L ≤ 9), global memory otherwise.
+            var lut = Rng.Gaussian((1 << l) * 2, seed: 6);
+            AssertClose(HostMatVec<GenericLayout>(words, m, n, l, k, TrellisCodeKind.Lut, 2, lut, x), Fused<Lut2Code, GenericLayout>(words, m, n, l, k, lut, x), $"LUT2 L={l} K={k}");
+        }
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    public void HybKernelLayout_MovedToStreamOrder_MatchesHostReference(int k)
+    {
+        const int m = 64, n = 96;
+        var words = RandomWords(m, n, k, seed: 40 + k);
+        var x = Rng.Gaussian(n, seed: 41);
+        var lut = Rng.Gaussian(2 * HybCode.Rows, seed: 42);
+        var acc = Device.Accelerator;
+        using var stored = acc.Allocate1D(words);
+        using var moved = acc.Allocate1D<short>(words.Length);
+        Device.Get<TrellisRelayout<KernelLayout, KernelStreamLayout>>().Apply(stored.View, m, n, k, moved.View);
+        var streamWords = moved.GetAsArray1D();
+        AssertClose(HostMatVec<KernelLayout>(words, m, n, 16, k, TrellisCodeKind.Hyb, 2, lut, x),
+            Fused<HybCode, KernelStreamLayout>(streamWords, m, n, 16, k, lut, x), $"HYB kernel layout K={k}");
+    }
+
     private float[] DenseProduct<TCode, TLayout>(short[] trellis, int m, int n, int l, int k, float[] table, float[] x, out float[] fused)
-        where TCode : struct, ITrellisCode where TLayout : struct, ITileLayout
+        where TCode : struct, ITrellisCode where TLayout : struct, IStreamOrderLayout
     {
         var acc = Device.Accelerator;
         int tiles = (m / 16) * (n / 16);
@@ -47,7 +157,10 @@ public abstract class TrellisMatVecTests(BackendKind backend) : BackendTest(back
             int k = item.GetProperty("K").GetInt32(), m = item.GetProperty("m").GetInt32(), n = item.GetProperty("n").GetInt32();
             var trellis = item.GetProperty("trellis_int16").EnumerateArray().SelectMany(Shorts).ToArray();
             var x = Rng.Gaussian(n, seed: m + n + k);
-            var expected = DenseProduct<HybCode, KernelLayout>(trellis, m, n, 16, k, lut, x, out var got);
+            using var stored = Device.Accelerator.Allocate1D(trellis);
+            using var moved = Device.Accelerator.Allocate1D<short>(trellis.Length);
+            Device.Get<TrellisRelayout<KernelLayout, KernelStreamLayout>>().Apply(stored.View, m, n, k, moved.View);
+            var expected = DenseProduct<HybCode, KernelStreamLayout>(moved.GetAsArray1D(), m, n, 16, k, lut, x, out var got);
             for (int i = 0; i < m; i++)
                 Assert.True(Math.Abs(got[i] - expected[i]) < 1e-4 * (1 + Math.Abs(expected[i])), $"K = {k}, {m}×{n}, row {i}: {got[i]} vs {expected[i]}");
         }

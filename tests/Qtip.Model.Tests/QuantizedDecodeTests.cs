@@ -1,0 +1,53 @@
+using ILGPU;
+using ILGPU.Runtime;
+using Qtip.Kernels.Runtime;
+using Qtip.Kernels.Trellis;
+using Qtip.Model.Checkpoint;
+using Qtip.Model.Llama;
+using Qtip.Model.Quantized;
+using Qtip.Testing;
+using Xunit;
+
+namespace Qtip.Model.Tests;
+
+/// <summary>
+/// The fused quantized decode step (one-launch RHTs with norms, residual adds and SwiGLU; trellis matvecs) against the
+/// unfused forward of the same quantized model (each linear decoded to dense, then the product), on a tiny random model.
+/// </summary>
+public abstract class QuantizedDecodeTests(BackendKind backend) : BackendTest(backend)
+{
+    /// <summary>Logit difference allowed relative to the largest logit: two fp32 summation orders.</summary>
+    private const double Tolerance = 2e-4;
+
+    [Theory]
+    [InlineData(TrellisCodeKind.Hyb, 2)]
+    [InlineData(TrellisCodeKind.Hyb, 4)]
+    [InlineData(TrellisCodeKind.ThreeInst, 3)]
+    [InlineData(TrellisCodeKind.OneMad, 2)]
+    public void DecodeStep_MatchesPrefillLogits(TrellisCodeKind code, int k)
+    {
+        var config = LlamaModel.SyntheticConfig(2, 64, 192, 4, 2, 97);
+        int v = Codes.ValuesPerState(code);
+        var spec = new QtipCodeSpec(code, 16, k, v, QtipCodeSpec.DefaultLayout(code, 16, v));
+        var table = code == TrellisCodeKind.Hyb ? Rng.Gaussian(2 * HybCode.Rows, seed: 4) : [];
+        using var model = LlamaModel.CreateRandom(Device, config, new ModelOptions { Precision = WeightPrecision.Float32, MaxContext = 16, MaxPrefillRows = 8 }, 3,
+            (layer, kind, o, i) => QtipLinear.CreateRandom(Device, o, i, spec, table, (ulong)((layer * 10) + (int)kind + 1)));
+        int[] ids = [5, 17, 3, 60, 42];
+        model.Prefill(ids, 0, LogitsMode.Last);
+        var expected = model.ReadLogits();
+        model.Prefill(ids.AsSpan(0, 4), 0, LogitsMode.Last);
+        model.Prefill(ids.AsSpan(4, 1), 4, LogitsMode.Last); // one token: the decode step
+        var got = model.ReadLogits();
+        double scale = expected.Max(Math.Abs);
+        Assert.True(scale > 0 && expected.All(float.IsFinite));
+        for (int i = 0; i < expected.Length; i++)
+            Assert.True(Math.Abs(got[i] - expected[i]) <= Tolerance * scale, $"{code} K={k} logit {i}: {got[i]} vs {expected[i]} (scale {scale})");
+        // q|k|v widths differ (64 vs 32): three output transforms; 19 launches a layer.
+        Assert.Equal(1 + (2 * 19) + 2, model.DecodeLaunchesPerToken);
+    }
+}
+
+public sealed class QuantizedDecodeTestsCpu() : QuantizedDecodeTests(BackendKind.Cpu);
+
+[Trait("Category", "Gpu")]
+public sealed class QuantizedDecodeTestsCuda() : QuantizedDecodeTests(BackendKind.Cuda);
