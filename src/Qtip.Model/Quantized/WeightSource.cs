@@ -36,20 +36,18 @@ public sealed class CheckpointWeights(QtipDevice device, LlamaCheckpoint checkpo
     {
         string name = LlamaNames.Linear(layer, kind);
         var (m, n) = LlamaNames.LinearShape(Config, kind);
-        var w = checkpoint.Tensors.ReadFloat32(name);
-        if (w.LongLength != (long)m * n)
-            throw new InvalidInputException($"{checkpoint.Tensors.FileOf(name).Path}: tensor {name} has {w.LongLength} elements, expected [{m},{n}]");
-        if (w.Any(v => !float.IsFinite(v)))
-            throw new InvalidInputException($"{checkpoint.Tensors.FileOf(name).Path}: tensor {name} [{m},{n}] holds NaN or infinite values");
-        return device.Allocate1D(w);
+        long count = checkpoint.Tensors.Info(name).ElementCount;
+        if (count != (long)m * n)
+            throw new InvalidInputException($"{checkpoint.Tensors.FileOf(name).Path}: tensor {name} has {count} elements, expected [{m},{n}]");
+        return FiniteWeights.Upload(device, checkpoint.Tensors, name); // refuses NaN/Inf, naming the tensor
     }
 
     public DecoderLayer Layer(int layer, WeightPrecision precision = WeightPrecision.Float32)
     {
         var store = checkpoint.Tensors;
         var result = new DecoderLayer(layer,
-            device.Allocate1D(store.ReadFloat32(LlamaNames.InputNorm(layer))),
-            device.Allocate1D(store.ReadFloat32(LlamaNames.PostAttentionNorm(layer))));
+            FiniteWeights.Upload(device, store, LlamaNames.InputNorm(layer)),
+            FiniteWeights.Upload(device, store, LlamaNames.PostAttentionNorm(layer)));
         try
         {
             foreach (var kind in LlamaNames.LayerLinears)
@@ -68,7 +66,7 @@ public sealed class CheckpointWeights(QtipDevice device, LlamaCheckpoint checkpo
         }
     }
 
-    public MemoryBuffer1D<float, Stride1D.Dense> Embedding() => device.Allocate1D(checkpoint.Tensors.ReadFloat32(LlamaNames.Embedding));
+    public MemoryBuffer1D<float, Stride1D.Dense> Embedding() => FiniteWeights.Upload(device, checkpoint.Tensors, LlamaNames.Embedding);
 }
 
 /// <summary>

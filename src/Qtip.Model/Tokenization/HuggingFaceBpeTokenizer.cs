@@ -100,12 +100,15 @@ public sealed class HuggingFaceBpeTokenizer : ITextTokenizer
             foreach (var a in at.EnumerateArray())
             {
                 if (a.ValueKind != JsonValueKind.Object || !a.TryGetProperty("content", out var contentElement) || contentElement.ValueKind != JsonValueKind.String
-                    || contentElement.GetString()!.Length == 0 || !a.TryGetProperty("id", out var idElement))
-                    throw new ModelFormatException(path, null, $"added_tokens entry {Shorten(a.GetRawText())} needs an integer \"id\" and a non-empty string \"content\"");
+                    || !a.TryGetProperty("id", out var idElement))
+                    throw new ModelFormatException(path, null, $"added_tokens entry {Shorten(a.GetRawText())} needs an integer \"id\" and a string \"content\"");
+                int addedId = TokenId(idElement, $"added_tokens entry {Shorten(a.GetRawText())}", path);
+                if (contentElement.GetString()!.Length == 0)
+                    throw new ModelFormatException(path, null, $"added_tokens entry {addedId} has empty content");
                 string content = contentElement.GetString()!;
                 if (Bool(a, "lstrip") || Bool(a, "rstrip") || Bool(a, "single_word"))
                     throw Refuse(path, $"added token '{content}' with lstrip/rstrip/single_word");
-                var t = new AddedToken(content, TokenId(idElement, $"added token '{content}'", path), Bool(a, "special"), Bool(a, "normalized"));
+                var t = new AddedToken(content, addedId, Bool(a, "special"), Bool(a, "normalized"));
                 addedList.Add(t);
                 maxId = Math.Max(maxId, t.Id);
             }
@@ -175,6 +178,15 @@ public sealed class HuggingFaceBpeTokenizer : ITextTokenizer
             AddDecoder(dec);
 
         bool byteLevel = preTokenizers.Any(p => p is ByteLevelPre);
+        if (byteLevel && !ByteFallback && unkId < 0)
+        {
+            // Every byte of the text becomes one of 256 byte characters; one missing from the vocabulary has no id.
+            var missing = Enumerable.Range(0, 256).Where(b => !vocab.ContainsKey(ByteToChar[b].ToString())).ToArray();
+            if (missing.Length > 0)
+                throw new ModelFormatException(path, null, $"the vocabulary has no token for the single byte 0x{missing[0]:X2} ({missing.Length} of 256 bytes missing); a byte-level BPE must cover every byte");
+        }
+        if (!byteLevel && !ByteFallback && unkId < 0)
+            throw new ModelFormatException(path, null, "the BPE has no byte-level pre-tokenizer, no byte_fallback and no unk_token: text outside its vocabulary would be dropped silently");
         Description = byteLevel
             ? $"byte-level BPE (tokenizer.json: {vocab.Count:N0} tokens + {added.Length} added, {MergeCount:N0} merges{(preTokenizers.Any(p => p is SplitPre { Llama3: true }) ? ", Llama 3 split" : "")})"
             : $"BPE{(ByteFallback ? " with byte fallback" : "")} (tokenizer.json: {vocab.Count:N0} tokens + {added.Length} added, {MergeCount:N0} merges{(preTokenizers.Any(p => p is MetaspacePre) || normalizers.Count > 0 ? ", ▁ for spaces" : "")})";

@@ -64,11 +64,10 @@ public static class EvalCommand
         dataPath = Locations.ResolveDefault(dataPath, Locations.ValidText);
         using var ckpt = LlamaCheckpoint.Open(modelDir);
         using var refCkpt = referenceDir is null ? null : LlamaCheckpoint.Open(referenceDir);
-        foreach (var c in refCkpt is null ? [ckpt] : new[] { ckpt, refCkpt })
-        {
-            if (ctx > c.Config.MaxPositionEmbeddings)
-                throw new UsageException($"--ctx {ctx} exceeds the {c.Config.MaxPositionEmbeddings} positions (max_position_embeddings) of {c.Folder}");
-        }
+        if (ctx > ckpt.Config.MaxPositionEmbeddings)
+            throw new UsageException($"--ctx {ctx} exceeds the model's {ckpt.Config.MaxPositionEmbeddings} positions (max_position_embeddings)");
+        if (refCkpt is not null && ctx > refCkpt.Config.MaxPositionEmbeddings)
+            throw new UsageException($"--ctx {ctx} exceeds the reference's {refCkpt.Config.MaxPositionEmbeddings} positions (max_position_embeddings)");
         if (refCkpt is not null && refCkpt.Config.VocabSize != ckpt.Config.VocabSize)
             throw new Qtip.Kernels.InvalidInputException($"--reference {refCkpt.Folder}: vocabulary {refCkpt.Config.VocabSize}, the model's is {ckpt.Config.VocabSize}; KL divergence needs the same tokens");
         if (!File.Exists(dataPath))
