@@ -13,19 +13,22 @@ public static class Program
 
     /// <summary>
     /// Parses and runs a command line; returns the exit code. <paramref name="error"/> (default: stderr) receives the
-    /// one-line failure message, so tests can run the CLI in-process. Never throws: an exception that escapes a
-    /// command is an internal error (exit code 4).
+    /// one-line failure message and <paramref name="output"/> (default: stdout) the results, so tests can run the CLI
+    /// in-process. Never throws: an exception that escapes a command is an internal error (exit code 4).
     /// </summary>
-    public static int Run(string[] args, TextWriter? error = null)
+    public static int Run(string[] args, TextWriter? error = null, TextWriter? output = null)
     {
         try
         {
             var parse = BuildRoot().Parse(args);
-            CliConsole.Set(error, parse.GetValue<bool>("--verbose"));
+            CliConsole.Set(error, parse.GetValue<bool>("--verbose"), output);
             // --json is written at the end: refuse a target that can never take it (a directory, a FIFO) before any work.
             if (parse.Errors.Count == 0 && parse.CommandResult.Command.Options.FirstOrDefault(o => o.Name == "--json") is Option<FileInfo?> json
                 && parse.GetValue(json) is { } target)
             {
+                // --json -: stdout carries the JSON document alone; everything human-readable goes to stderr.
+                if (Output.IsStdout(target))
+                    CliConsole.Set(error, parse.GetValue<bool>("--verbose"), output, jsonOnStdout: true);
                 int code = CommandRunner.Run(() => Output.CheckJsonTarget(target));
                 if (code != ExitCodes.Ok)
                     return code;
@@ -33,6 +36,8 @@ public static class Program
             var config = new InvocationConfiguration { EnableDefaultExceptionHandler = false };
             if (error is not null)
                 config.Error = error;
+            if (output is not null)
+                config.Output = output;
             return parse.Invoke(config);
         }
         catch (Exception e)

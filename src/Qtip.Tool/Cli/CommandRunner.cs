@@ -71,7 +71,7 @@ public static class CommandRunner
 
     private static int Fail(string kind, Exception e, int code, string? message = null)
     {
-        var line = (message ?? e.Message).ReplaceLineEndings(" ");
+        var line = (message ?? UsageException.CleanMessage(e)).ReplaceLineEndings(" ");
         var error = CliConsole.Error;
         error.WriteLine($"qtip: {kind}: {line}");
         if (CliConsole.Verbose)

@@ -4,10 +4,17 @@ using Spectre.Console;
 
 namespace Qtip.Tool.Cli;
 
-/// <summary>Console output: Spectre tables on a terminal, plain aligned text when stdout is redirected.</summary>
+/// <summary>Console output: Spectre tables on a terminal, plain aligned text when stdout is redirected. Under
+/// <c>--json -</c> the JSON report is the only thing on stdout: tables and lines go to stderr, as plain text.</summary>
 public static class Output
 {
-    public static bool Plain => Console.IsOutputRedirected;
+    /// <summary>The <c>--json</c> value that means standard output.</summary>
+    public const string StdoutName = "-";
+
+    public static bool Plain => Console.IsOutputRedirected || CliConsole.JsonOnStdout;
+
+    /// <summary>True when <paramref name="file"/> is <c>--json -</c> (standard output).</summary>
+    public static bool IsStdout(FileInfo? file) => file is not null && file.ToString() == StdoutName;
 
     private static readonly JsonSerializerOptions JsonOptions = new()
     {
@@ -23,17 +30,18 @@ public static class Output
         var data = rows.ToList();
         if (Plain)
         {
+            var w = CliConsole.Human;
             if (title is not null)
-                Console.WriteLine(title);
+                w.WriteLine(title);
             var widths = headers.Select(h => h.Length).ToArray();
             foreach (var r in data)
             {
                 for (int i = 0; i < widths.Length && i < r.Count; i++)
                     widths[i] = Math.Max(widths[i], r[i].Length);
             }
-            Console.WriteLine(string.Join("  ", headers.Select((h, i) => h.PadRight(widths[i]))).TrimEnd());
+            w.WriteLine(string.Join("  ", headers.Select((h, i) => h.PadRight(widths[i]))).TrimEnd());
             foreach (var r in data)
-                Console.WriteLine(string.Join("  ", r.Select((c, i) => c.PadRight(widths[i]))).TrimEnd());
+                w.WriteLine(string.Join("  ", r.Select((c, i) => c.PadRight(widths[i]))).TrimEnd());
             return;
         }
         var table = new Table().RoundedBorder();
@@ -46,13 +54,20 @@ public static class Output
         AnsiConsole.Write(table);
     }
 
-    public static void Line(string text) => Console.WriteLine(text);
+    public static void Line(string text) => CliConsole.Human.WriteLine(text);
 
-    /// <summary>Writes <paramref name="value"/> as indented snake_case JSON to <paramref name="file"/>, if given.</summary>
+    /// <summary>Writes <paramref name="value"/> as indented snake_case JSON to <paramref name="file"/>, if given
+    /// (<c>-</c>: to stdout).</summary>
     public static void WriteJson<T>(FileInfo? file, T value)
     {
         if (file is null)
             return;
+        if (IsStdout(file))
+        {
+            CliConsole.Out.WriteLine(JsonSerializer.Serialize(value, JsonOptions));
+            CliConsole.Out.Flush();
+            return;
+        }
         file.Directory?.Create();
         File.WriteAllText(file.FullName, JsonSerializer.Serialize(value, JsonOptions));
     }
@@ -61,6 +76,8 @@ public static class Output
     /// directory, fail after all the work). Returns <see cref="ExitCodes.Ok"/>.</summary>
     public static int CheckJsonTarget(FileInfo file)
     {
+        if (IsStdout(file))
+            return ExitCodes.Ok;
         if (Directory.Exists(file.FullName))
             throw new Qtip.Kernels.InvalidInputException($"--json {file.FullName} is a directory");
         if (file.Exists || file.LinkTarget is not null)

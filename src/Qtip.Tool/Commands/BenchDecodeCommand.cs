@@ -42,7 +42,7 @@ public static class BenchDecodeCommand
     {
         var shape = new Option<string>("--shape") { Description = "Synthetic model shape: llama2-7b, llama2-70b, llama-small or llama-nano.", DefaultValueFactory = _ => "llama2-7b" };
         var code = new Option<string?>("--code") { Description = "Quantize the decoder linears with random trellis words of this code: hyb, 3inst or 1mad (L = 16; default: fp16/fp32 dense)." };
-        var bits = new Option<int>("--bits") { Description = "Bits per weight K of --code: 2, 3 or 4.", DefaultValueFactory = _ => 2 };
+        var bits = new Option<int>("--bits", "-b") { Description = "Bits per weight K of --code: 2, 3 or 4.", DefaultValueFactory = _ => 2 };
         var layers = new Option<int?>("--layers") { Description = "Override the number of layers (e.g. fewer for a quick run)." };
         var tokens = new Option<int>("--tokens") { Description = "Decode steps timed.", DefaultValueFactory = _ => 128 };
         var prompt = new Option<int>("--prompt-tokens") { Description = "Prompt length before decoding.", DefaultValueFactory = _ => 16 };

@@ -33,7 +33,7 @@ public static class BenchDistortionCommand
         var device = CommonOptions.Device();
         var json = CommonOptions.Json();
         var code = new Option<string>("--code") { Description = "Trellis code: 1mad, 3inst, hyb or lut (random Gaussian table).", DefaultValueFactory = _ => "hyb", HelpName = "1mad|3inst|hyb|lut" };
-        var bits = new Option<int>("--bits", "-K") { Description = "K: bits per weight (1…4).", DefaultValueFactory = _ => 2 };
+        var bits = new Option<int>("--bits", "-b", "-K") { Description = "K: bits per weight (1…4).", DefaultValueFactory = _ => 2 };
         var l = new Option<int>("--L") { Description = "L: state bits (2…16).", DefaultValueFactory = _ => 16 };
         var v = new Option<int>("--V") { Description = "V: values per state, for --code lut (1 or 2); 1MAD/3INST are 1, HYB is 2.", DefaultValueFactory = _ => 1 };
         var sequences = new Option<int>("--sequences", "-n") { Description = "N: sequences of T = 256 i.i.d. N(0,1) values.", DefaultValueFactory = _ => 4096 };

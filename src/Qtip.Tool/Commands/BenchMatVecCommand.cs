@@ -27,7 +27,7 @@ public static class BenchMatVecCommand
         var json = CommonOptions.Json();
         var shapes = new Option<string>("--shapes") { Description = "Comma-separated m×n (written MxN).", DefaultValueFactory = _ => "4096x4096,11008x4096,4096x11008,28672x8192" };
         var codes = new Option<string>("--codes") { Description = "Comma-separated codes: hyb, 3inst, 1mad.", DefaultValueFactory = _ => "hyb,3inst,1mad" };
-        var bits = new Option<string>("--bits") { Description = "Comma-separated K.", DefaultValueFactory = _ => "2,3,4" };
+        var bits = new Option<string>("--bits", "-b") { Description = "Comma-separated K (each 2…4).", DefaultValueFactory = _ => "2,3,4" };
         var iterations = new Option<int>("--iterations") { Description = "Products per timed repeat.", DefaultValueFactory = _ => 20 };
         var megabytes = new Option<int>("--rotate-mib") { Description = "Copies of each matrix are made until they total this many MiB (beyond L2).", DefaultValueFactory = _ => 256 };
         var command = new Command("matvec", "Trellis decode-matvec bytes read ÷ time vs device copy bandwidth, per code, K and shape.")

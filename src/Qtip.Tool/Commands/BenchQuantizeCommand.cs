@@ -34,8 +34,8 @@ public static class BenchQuantizeCommand
         var shape = new Option<string>("--shape") { Description = "Synthetic model shape: llama2-7b, llama2-70b, llama-small or llama-nano.", DefaultValueFactory = _ => "llama2-7b" };
         var layers = new Option<int?>("--layers") { Description = "Override the number of layers (peak memory should not depend on it; time should be linear in it)." };
         var code = new Option<string>("--code") { Description = "Trellis code: hyb, 3inst or 1mad.", DefaultValueFactory = _ => "hyb" };
-        var bits = new Option<int>("--bits") { Description = "Bits per weight K.", DefaultValueFactory = _ => 2 };
-        var l = new Option<int>("--L") { Description = "Trellis state bits L.", DefaultValueFactory = _ => 16 };
+        var bits = QuantizeCommand.BitsOption();
+        var l = new Option<int>("--L") { Description = "Trellis state bits L, 8…16.", DefaultValueFactory = _ => 16 };
         var windows = new Option<int>("--calib-windows") { Description = "Calibration windows (random ids).", DefaultValueFactory = _ => 16 };
         var ctx = new Option<int>("--calib-ctx") { Description = "Tokens per calibration window.", DefaultValueFactory = _ => 512 };
         var sequential = new Option<bool>("--sequential") { Description = "Hessians from the model with the earlier layers quantized." };
@@ -80,7 +80,7 @@ public static class BenchQuantizeCommand
             }
             catch (ArgumentException e)
             {
-                throw new UsageException(e.Message);
+                throw UsageException.From(e);
             }
             if (opts.CalibrationWindows < 1)
                 throw new UsageException("--calib-windows must be at least 1");

@@ -21,12 +21,12 @@ public static class DemoCommand
     {
         var backend = CommonOptions.Backend();
         var device = CommonOptions.Device();
-        var bits = new Option<int>("--bits") { Description = "Bits per weight.", DefaultValueFactory = _ => 2 };
+        var bits = QuantizeCommand.BitsOption();
         var code = new Option<string?>("--code") { Description = "hyb, 3inst or 1mad. Default: hyb on a GPU; 1mad on the CPU simulator (HYB's k-means LUT takes minutes there the first time)." };
-        var l = new Option<int>("--L") { Description = "Trellis state bits. Default: 16 on a GPU, 12 on the CPU simulator (16× less search)." };
-        var windows = new Option<int>("--windows") { Description = "Validation windows of 512 tokens to score. Default: all 761 on a GPU, 8 on the CPU.", DefaultValueFactory = _ => 0 };
-        var calibWindows = new Option<int>("--calib-windows") { Description = "Calibration windows. Default: all on a GPU, 16 on the CPU.", DefaultValueFactory = _ => -1 };
-        var output = new Option<DirectoryInfo?>("--out") { Description = "Where the quantized model goes (default: out/llama-nano-<code>-<K>bit)." };
+        var l = new Option<int?>("--L") { Description = "Trellis state bits, 8…16. Default: auto, 16 on a GPU and 12 on the CPU simulator (16× less search)." };
+        var windows = new Option<int?>("--windows") { Description = "Validation windows of 512 tokens to score, ≥ 1. Default: auto, all 761 on a GPU and 8 on the CPU simulator." };
+        var calibWindows = new Option<int?>("--calib-windows") { Description = "Calibration windows, ≥ 1, or 0 for all. Default: auto, all on a GPU and 16 on the CPU simulator." };
+        var output = new Option<DirectoryInfo?>("--out", "-o") { Description = "Where the quantized model goes (default: out/llama-nano-<code>-<K>bit)." };
         var json = CommonOptions.Json();
         var command = new Command("demo", "The main job on the bundled llama-nano: quantize, compare FP vs quantized perplexity, generate a sample. " +
             "llama-nano and the texts come from the Qtip repository above the working directory, else from the tool's own folder (installed with it); " +
@@ -50,8 +50,16 @@ public static class DemoCommand
         throw new InvalidInputException($"the bundled llama-nano was not found: neither in a Qtip repository above {Environment.CurrentDirectory} nor next to the tool ({Locations.ToolDirectory})");
     }
 
-    private static int Execute(BackendKind kind, int deviceIndex, int bits, string? codeText, int l, int windows, int calibWindows, DirectoryInfo? output, FileInfo? json)
+    private static int Execute(BackendKind kind, int deviceIndex, int bits, string? codeText, int? lGiven, int? windowsGiven, int? calibWindowsGiven, DirectoryInfo? output, FileInfo? json)
     {
+        if (windowsGiven is < 1)
+            throw new UsageException($"--windows must be at least 1 (got {windowsGiven}); leave it out for the default");
+        if (calibWindowsGiven is < 0)
+            throw new UsageException($"--calib-windows must be 0 (all) or positive (got {calibWindowsGiven}); leave it out for the default");
+        if (lGiven is { } lCheck && lCheck is < 8 or > 16)
+            throw new UsageException($"--L must be 8…16 (got {lCheck})");
+        if (bits is < 2 or > 4)
+            throw new UsageException($"--bits must be 2, 3 or 4 (got {bits})");
         var repo = FindRepository();
         var modelDir = Path.Combine(repo, "models", "llama-nano");
         var valid = Path.Combine(repo, "data", "corpus", "valid.txt");
@@ -59,12 +67,9 @@ public static class DemoCommand
         using var device = Backends.Open(kind, deviceIndex);
         bool cpu = device.Kind == BackendKind.Cpu;
         var code = codeText is null ? (cpu ? TrellisCodeKind.OneMad : TrellisCodeKind.Hyb) : QuantizeCommand.ParseCode(codeText);
-        if (l == 0)
-            l = cpu ? 12 : 16;
-        if (windows == 0)
-            windows = cpu ? 8 : int.MaxValue;
-        if (calibWindows < 0)
-            calibWindows = cpu ? 16 : 0;
+        int l = lGiven ?? (cpu ? 12 : 16);
+        int windows = windowsGiven ?? (cpu ? 8 : int.MaxValue);
+        int calibWindows = calibWindowsGiven ?? (cpu ? 16 : 0);
         var codeName = code switch { TrellisCodeKind.Hyb => "hyb", TrellisCodeKind.ThreeInst => "3inst", _ => "1mad" };
         // In a checkout the output goes under its out/; for the installed tool (model and texts next to it), under the working directory.
         var outRoot = File.Exists(Path.Combine(repo, "Qtip.sln")) ? repo : Environment.CurrentDirectory;
@@ -91,7 +96,7 @@ public static class DemoCommand
         }
         catch (ArgumentException e)
         {
-            throw new UsageException(e.Message);
+            throw UsageException.From(e);
         }
         // --force here too replaces only what qtip wrote, never the model or a foreign folder; the lock holds for the run.
         OutputGuard acquired;

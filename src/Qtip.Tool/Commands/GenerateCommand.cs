@@ -21,7 +21,7 @@ public static class GenerateCommand
         var model = RuntimeCli.ModelOption();
         var prompt = new Option<string>("--prompt", "-p") { Description = "Text to continue (BOS is added).", Required = true };
         var maxNew = new Option<int>("--max-new-tokens", "-n") { Description = "Tokens to generate.", DefaultValueFactory = _ => 40 };
-        var temperature = new Option<float>("--temperature", "-t") { Description = "0: greedy (argmax); > 0: sample.", DefaultValueFactory = _ => 0f };
+        var temperature = new Option<float>("--temperature") { Description = "0: greedy (argmax); > 0: sample.", DefaultValueFactory = _ => 0f };
         var topP = new Option<float>("--top-p") { Description = "Nucleus sampling mass in (0, 1]; 1: off.", DefaultValueFactory = _ => 1f };
         var topK = new Option<int>("--top-k") { Description = "Keep the k most likely tokens; 0: off.", DefaultValueFactory = _ => 0 };
         var seed = new Option<int>("--seed") { Description = "Seed of the sampler.", DefaultValueFactory = _ => 0 };
@@ -66,7 +66,7 @@ public static class GenerateCommand
         // Stream: decode the whole generation each step and print what is new (holding back an unfinished UTF-8 sequence).
         var generated = new List<int>();
         string shown = "";
-        Console.Out.Write(prompt);
+        CliConsole.Human.Write(prompt);
         void OnToken(int id)
         {
             generated.Add(id);
@@ -77,14 +77,14 @@ public static class GenerateCommand
                 return;
             if (continuation.StartsWith(shown, StringComparison.Ordinal))
             {
-                Console.Out.Write(continuation[shown.Length..]);
-                Console.Out.Flush();
+                CliConsole.Human.Write(continuation[shown.Length..]);
+                CliConsole.Human.Flush();
                 shown = continuation;
             }
         }
         var stops = ignoreEos ? null : new HashSet<int>(ckpt.Config.EosTokenIds);
         var r = new Generator(model).Generate(promptIds, maxNew, sampling, OnToken, stops);
-        Console.Out.WriteLine();
+        CliConsole.Human.WriteLine();
         CliConsole.Error.WriteLine($"{r.GeneratedIds.Length} tokens; prefill {r.PrefillSeconds * 1e3:F1} ms ({promptIds.Count} tokens + first token), " +
             $"decode {r.DecodeTokensPerSecond:F1} tokens/s");
         var full = tokenizer.Decode(promptIds.Concat(r.GeneratedIds).ToList());

@@ -14,11 +14,11 @@ public static class QuantizeCommand
 {
     public static Command Create()
     {
-        var model = new Option<DirectoryInfo>("--model") { Description = "Hugging Face Llama directory (config.json, safetensors, tokenizer).", Required = true };
-        var output = new Option<DirectoryInfo>("--out") { Description = "Output directory (refused if it exists, unless --force; never the --model folder, inside it or above it). <out>.lock is held while the run lasts.", Required = true };
-        var bits = new Option<int>("--bits") { Description = "Bits per weight K: 2, 3 or 4.", DefaultValueFactory = _ => 2 };
+        var model = new Option<DirectoryInfo>("--model", "-m") { Description = "Hugging Face Llama directory (config.json, safetensors, tokenizer).", Required = true };
+        var output = new Option<DirectoryInfo>("--out", "-o") { Description = "Output directory (refused if it exists, unless --force; never the --model folder, inside it or above it). <out>.lock is held while the run lasts.", Required = true };
+        var bits = BitsOption();
         var code = new Option<string>("--code") { Description = "Trellis code: hyb (V=2, 512-entry LUT), 3inst or 1mad (V=1, computed).", DefaultValueFactory = _ => "hyb" };
-        var l = new Option<int>("--L") { Description = "Trellis state bits L (16 in every paper result; smaller is faster, e.g. 12 on the CPU backend).", DefaultValueFactory = _ => 16 };
+        var l = new Option<int>("--L") { Description = "Trellis state bits L, 8…16 (16 in every paper result; smaller is faster, e.g. 12 on the CPU backend).", DefaultValueFactory = _ => 16 };
         var calib = new Option<FileInfo?>("--calib") { Description = "Calibration text (UTF-8, documents separated by blank lines). Default: calib.txt in the model folder, else data/corpus/calib.txt of the Qtip repository." };
         var calibCtx = new Option<int>("--calib-ctx") { Description = "Tokens per calibration window.", DefaultValueFactory = _ => 512 };
         var calibWindows = new Option<int>("--calib-windows") { Description = "Calibration windows (the first ones of the text); 0 = all. On llama-small all 511 windows of calib.txt give 24.40 at HYB 2-bit vs 24.80 with 64 (the proxy error measured on the calibration data itself overfits with few).", DefaultValueFactory = _ => 0 };
@@ -28,7 +28,7 @@ public static class QuantizeCommand
         var noRht = new Option<bool>("--no-rht") { Description = "Ablation: no random Hadamard transform (writes a dense checkpoint of the reconstruction)." };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the sign vectors SU/SV.", DefaultValueFactory = _ => 0UL };
         var sigma = new Option<double>("--sigma-reg") { Description = "Hessian damping σ: H + σ·mean(diag H)·I.", DefaultValueFactory = _ => 0.01 };
-        var scaleOverride = new Option<double>("--scale-override") { Description = "Wscale = RMS(Wr)/(RMS(code)·this); default 0.95 at 2 bits, 0.9 (the reference's) at 3 and 4 bits.", DefaultValueFactory = _ => 0 };
+        var scaleOverride = new Option<double?>("--scale-override") { Description = "Wscale = RMS(Wr)/(RMS(code)·this), > 0. Default: auto, 0.95 at 2 bits and 0.9 (the reference's) at 3 and 4 bits." };
         var resume = new Option<bool>("--resume") { Description = "Continue an interrupted run from its last completed layer (same options). An interrupted run (SIGINT/SIGTERM) keeps its completed layers in <out>.partial with or without --resume; a run without --resume starts afresh." };
         var layers = new Option<string?>("--layers") { Description = "Quantize only decoder layers A-B (0-based, inclusive) into <out>.partial: a shard of a run spread over machines (each recomputes its activations from the full-precision model). Then --assemble writes the checkpoint." };
         var assemble = new Option<bool>("--assemble") { Description = "Write the checkpoint from the layer files the --layers shards left in <out>.partial (quantizing any layer still missing)." };
@@ -70,7 +70,7 @@ public static class QuantizeCommand
                 CalibrationWindows = parse.GetValue(calibWindows),
                 Seed = parse.GetValue(seed),
                 SigmaReg = parse.GetValue(sigma),
-                ScaleOverride = parse.GetValue(scaleOverride),
+                ScaleOverride = parse.GetValue(scaleOverride) is { } so ? (so > 0 ? so : throw new UsageException($"--scale-override must be > 0 (got {so}); leave it out for the default")) : 0,
                 Resume = parse.GetValue(resume),
                 Force = parse.GetValue(force),
                 Layers = parse.GetValue(layers),
@@ -85,12 +85,20 @@ public static class QuantizeCommand
             }
             catch (ArgumentException e)
             {
-                throw new UsageException(e.Message);
+                throw UsageException.From(e);
             }
             return Execute(kind, parse.GetValue(device), opts, parse.GetValue(json));
         }));
         return command;
     }
+
+    /// <summary><c>-b/--bits</c> (as in exllamav3): bits per weight K of a QTIP checkpoint, 2…4.</summary>
+    internal static Option<int> BitsOption() => new("--bits", "-b")
+    {
+        Description = "Bits per weight K: 2, 3 or 4 (1 is refused: the kernels have K = 1 paths, used by bench distortion, but no 1-bit checkpoint is tested end to end).",
+        DefaultValueFactory = _ => 2,
+        HelpName = "2|3|4",
+    };
 
     internal static Option<string> ForwardOption() => new("--forward")
     {

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Qtip.Model.Quantized;
+using Qtip.Tool.Cli;
 using Spectre.Console;
 
 namespace Qtip.Tool.Commands;
@@ -38,12 +39,12 @@ internal sealed class PlainQuantizeProgress : IQuantizeProgress
     }
 
     public void Matrix(MatrixReport r) =>
-        Console.WriteLine($"            {r.Name} {r.M}×{r.N}: proxy {Fmt(r.ProxyError)}{(r.Sigma > 0.0101 ? $" (damping raised to σ = {r.Sigma})" : "")}, {r.Seconds:F2} s");
+        CliConsole.Human.WriteLine($"            {r.Name} {r.M}×{r.N}: proxy {Fmt(r.ProxyError)}{(r.Sigma > 0.0101 ? $" (damping raised to σ = {r.Sigma})" : "")}, {r.Seconds:F2} s");
 
     private void Write(string text)
     {
-        Console.WriteLine($"[{sw.Elapsed.TotalSeconds,7:F1} s] {text}");
-        Console.Out.Flush();
+        CliConsole.Human.WriteLine($"[{sw.Elapsed.TotalSeconds,7:F1} s] {text}");
+        CliConsole.Human.Flush();
     }
 
     internal static string Fmt(double v) => double.IsNaN(v) ? "-" : v.ToString("F5");

@@ -31,7 +31,7 @@ public static class SweepCommand
     {
         var model = new Option<string>("--model", "-m") { Description = "Full-precision Hugging Face Llama folder. " + Locations.DefaultsHelp, DefaultValueFactory = _ => Locations.NanoModel, HelpName = "DIR" };
         var codes = new Option<string>("--codes") { Description = "Trellis codes to sweep, comma-separated: hyb, 3inst, 1mad.", DefaultValueFactory = _ => "hyb,3inst,1mad" };
-        var bits = new Option<string>("--bits") { Description = "Bit widths K to sweep, comma-separated (2…4).", DefaultValueFactory = _ => "2,3,4" };
+        var bits = new Option<string>("--bits", "-b") { Description = "Bit widths K to sweep, comma-separated (each 2…4).", DefaultValueFactory = _ => "2,3,4" };
         var rtn = new Option<bool>("--rtn") { Description = "Also round-to-nearest (per output channel) at each bit width, as a baseline." };
         var l = new Option<int>("--L") { Description = "Trellis state bits (8…16).", DefaultValueFactory = _ => 16 };
         var output = new Option<string?>("--out", "-o") { Description = "Folder for sweep.md, sweep.json, sweep.png, sweep.svg (default: out/sweep-<model folder name>).", HelpName = "DIR" };
@@ -140,7 +140,7 @@ public static class SweepCommand
             }
             catch (ArgumentException e)
             {
-                Output.Line($"[{i + 1}/{configs.Count}] {label}: skipped ({e.Message})");
+                Output.Line($"[{i + 1}/{configs.Count}] {label}: skipped ({UsageException.CleanMessage(e)})");
                 continue;
             }
             Output.Line($"[{i + 1}/{configs.Count}] {label}: quantize");
