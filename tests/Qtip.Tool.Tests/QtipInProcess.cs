@@ -20,4 +20,13 @@ internal static class QtipInProcess
         int code = Program.Run(args, error);
         return new Result(code, error.ToString());
     }
+
+    /// <summary>Runs the CLI with both stdout and stderr captured (for <c>--json -</c> and <c>--help</c>).</summary>
+    public static (int ExitCode, string Stdout, string Stderr) RunCaptured(params string[] args)
+    {
+        using var error = new StringWriter();
+        using var output = new StringWriter();
+        int code = Program.Run(args, error, output);
+        return (code, output.ToString(), error.ToString());
+    }
 }
