@@ -65,4 +65,26 @@ public sealed class SweepTests : IDisposable
         Assert.True(svg.Split("<path").Length > 20, "the SVG has few paths");
         Assert.False(Directory.Exists(Path.Combine(outDir, "models")), "quantized checkpoints are removed without --keep-models");
     }
+
+    /// <summary>--replot draws the picture of a saved sweep.json again (here the llama-small sweep recorded in docs/),
+    /// with no device or model; a file that is not a sweep report is one line and exit code 3.</summary>
+    [Fact]
+    public void Replot_SavedSweep_WritesPngAndSvg_AndRefusesOtherJson()
+    {
+        var saved = Path.Combine(QuantizedNanoFixture.Repo, "docs", "sweep", "llama-small-h100.json");
+        var outDir = Path.Combine(work, "replot");
+        var r = QtipProcess.Run("sweep", "--replot", saved, "--out", outDir);
+        Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
+        var png = File.ReadAllBytes(Path.Combine(outDir, "sweep.png"));
+        Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, png[..4]);
+        Assert.True(png.Length > 10_000, $"PNG of {png.Length} bytes");
+        Assert.True(File.ReadAllText(Path.Combine(outDir, "sweep.svg")).Split("<path").Length > 20, "the SVG has few paths");
+
+        var other = Path.Combine(work, "other.json");
+        File.WriteAllText(other, "{\"perplexity\": 3}");
+        var bad = QtipProcess.Run("sweep", "--replot", other, "--out", Path.Combine(work, "bad"));
+        Assert.Equal(3, bad.ExitCode);
+        Assert.Contains("no sweep rows", bad.Stderr, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(Path.Combine(work, "bad")), "nothing is written for a bad report");
+    }
 }

@@ -72,6 +72,26 @@ public static class Output
         File.WriteAllText(file.FullName, JsonSerializer.Serialize(value, JsonOptions));
     }
 
+    /// <summary>Reads a report this tool wrote with <see cref="WriteJson"/> (snake_case JSON); an
+    /// <see cref="Qtip.Kernels.InvalidInputException"/> naming the file when it is missing or not such a report.</summary>
+    public static T ReadJson<T>(string path)
+    {
+        Qtip.Model.Checkpoint.InputFiles.RequireRegular(path, "report");
+        try
+        {
+            return JsonSerializer.Deserialize<T>(File.ReadAllBytes(path), JsonOptions)
+                ?? throw new Qtip.Kernels.InvalidInputException($"{path}: empty report");
+        }
+        catch (Exception e) when (e is JsonException or NotSupportedException)
+        {
+            throw new Qtip.Kernels.InvalidInputException($"{path}: not a {typeof(T).Name} report of qtip ({e.Message})", e);
+        }
+        catch (FileNotFoundException)
+        {
+            throw new Qtip.Kernels.InvalidInputException($"{path}: file not found");
+        }
+    }
+
     /// <summary>Refuses a --json target that exists but is not a regular file (writing to a FIFO would block; to a
     /// directory, fail after all the work). Returns <see cref="ExitCodes.Ok"/>.</summary>
     public static int CheckJsonTarget(FileInfo file)

@@ -41,6 +41,7 @@ public static class SweepCommand
         var calib = new Option<FileInfo?>("--calib") { Description = "Calibration text (default: as qtip quantize)." };
         var calibCtx = new Option<int>("--calib-ctx") { Description = "Tokens per calibration window.", DefaultValueFactory = _ => 512 };
         var calibWindows = new Option<int>("--calib-windows") { Description = "Calibration windows; 0 = all.", DefaultValueFactory = _ => 0 };
+        var replot = new Option<string?>("--replot") { Description = "Only draw the picture again (sweep.png, sweep.svg) from a sweep.json this command wrote, into its folder or --out: e.g. after a sweep on a machine without fonts. No device work.", HelpName = "FILE" };
         var keep = new Option<bool>("--keep-models") { Description = "Keep the quantized checkpoints under <out>/models (default: each is deleted after its evaluation)." };
         var backend = CommonOptions.Backend();
         var device = CommonOptions.Device();
@@ -48,10 +49,12 @@ public static class SweepCommand
         var command = new Command("sweep", "Quantize with several codes and bit widths, evaluate each against the full-precision model (perplexity, KLD), write a table and a plot (PNG, SVG). " +
             "On the CPU simulator keep it small: --codes 1mad --bits 2,3 --L 8 --calib-ctx 64 --calib-windows 2 --ctx 64 --max-windows 2.")
         {
-            model, codes, bits, rtn, l, output, data, ctx, maxWindows, calib, calibCtx, calibWindows, keep, backend, device, json,
+            model, codes, bits, rtn, l, output, data, ctx, maxWindows, calib, calibCtx, calibWindows, keep, replot, backend, device, json,
         };
         command.SetAction(parse => CommandRunner.Run(() =>
         {
+            if (parse.GetValue(replot) is { } saved)
+                return Replot(Path.GetFullPath(saved), parse.GetValue(output));
             var modelDir = Path.GetFullPath(Locations.ResolveModel(parse.GetValue(model)!, Locations.Note));
             var codeList = ParseList(parse.GetValue(codes)!, "--codes").Select(QuantizeCommand.ParseCode).Distinct().ToList();
             var bitList = ParseList(parse.GetValue(bits)!, "--bits").Select(b => int.TryParse(b, CultureInfo.InvariantCulture, out int k) && k is >= 2 and <= 4
@@ -177,7 +180,7 @@ public static class SweepCommand
         var png = Path.Combine(s.OutDir, "sweep.png");
         var svg = Path.Combine(s.OutDir, "sweep.svg");
         File.WriteAllText(tablePath, Markdown(name, device.ToString(), s, windows, tokens, fpPpl, fpSize, rows));
-        SweepPlot.Save(name, [.. rows.Select(r => new SweepPoint(r.Method, r.Bits, r.BitsPerWeight, r.Perplexity, r.KldMean))], fpPpl, png, svg);
+        Plot(name, rows, fpPpl, png, svg);
         Output.Table($"sweep of {name}: {windows} windows of {s.Ctx} tokens, FP perplexity {fpPpl:F4}",
             ["method", "K", "bits/weight", "bits/weight all", "ppl", "KLD mean", "KLD median", "KLD p99", "top-1"],
             rows.Select(r => (IReadOnlyList<string>)[r.Method, r.Bits.ToString(), r.BitsPerWeight.ToString("F3"), r.BitsPerWeightAll.ToString("F3"),
@@ -186,6 +189,28 @@ public static class SweepCommand
         var result = new Result(s.ModelDir, Path.GetFullPath(s.Data), device.ToString(), s.Ctx, windows, tokens, fpPpl, rows, tablePath, png, svg, wall.Elapsed.TotalSeconds);
         Output.WriteJson(new FileInfo(Path.Combine(s.OutDir, "sweep.json")), result);
         Output.WriteJson(json, result);
+        return ExitCodes.Ok;
+    }
+
+    private static void Plot(string name, IEnumerable<Row> rows, double fpPpl, string png, string svg)
+    {
+        if (!SweepPlot.HasFonts)
+            Output.Line("note: no fonts on this machine, so the picture has no text; install fonts (e.g. Debian's fonts-dejavu-core) " +
+                "or draw it again elsewhere with: qtip sweep --replot sweep.json");
+        SweepPlot.Save(name, [.. rows.Select(r => new SweepPoint(r.Method, r.Bits, r.BitsPerWeight, r.Perplexity, r.KldMean))], fpPpl, png, svg);
+    }
+
+    /// <summary><c>--replot</c>: the picture of a saved sweep.json, drawn again (no device, no model).</summary>
+    private static int Replot(string jsonPath, string? outDir)
+    {
+        var saved = Output.ReadJson<Result>(jsonPath);
+        if (saved.Rows is not { Count: > 0 } || saved.Rows.Any(r => r is null || string.IsNullOrEmpty(r.Method)) || string.IsNullOrEmpty(saved.Model))
+            throw new Qtip.Kernels.InvalidInputException($"{jsonPath}: no sweep rows (not a sweep.json of qtip sweep)");
+        string dir = Path.GetFullPath(outDir ?? Path.GetDirectoryName(jsonPath)!);
+        Directory.CreateDirectory(dir);
+        string png = Path.Combine(dir, "sweep.png"), svg = Path.Combine(dir, "sweep.svg");
+        Plot(new DirectoryInfo(saved.Model).Name, saved.Rows, saved.FpPerplexity, png, svg);
+        Output.Line($"wrote {png}, {svg} from {jsonPath}");
         return ExitCodes.Ok;
     }
 
