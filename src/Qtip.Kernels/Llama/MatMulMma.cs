@@ -113,7 +113,8 @@ internal static class MatMulMma
         StorePair(y, p, row0 + (wr * 32) + (1 * 16) + g, col0 + (wc * 32) + (2 * 8) + (2 * t), c120.Value, c121.Value);
         StorePair(y, p, row0 + (wr * 32) + (1 * 16) + g + 8, col0 + (wc * 32) + (2 * 8) + (2 * t), c122.Value, c123.Value);
         StorePair(y, p, row0 + (wr * 32) + (1 * 16) + g, col0 + (wc * 32) + (3 * 8) + (2 * t), c130.Value, c131.Value);
-        StorePair(y, p, row0 + (wr * 32) + (1 * 16) + g + 8, col0 + (wc * 32) + (3 * 8) + (2 * t), c132.Value, c133.Value);    }
+        StorePair(y, p, row0 + (wr * 32) + (1 * 16) + g + 8, col0 + (wc * 32) + (3 * 8) + (2 * t), c132.Value, c133.Value);
+    }
 
     private static void StorePair(ArrayView<float> y, MatMul.MatMulParams p, int row, int col, float v0, float v1)
     {

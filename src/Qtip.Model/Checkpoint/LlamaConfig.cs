@@ -25,6 +25,18 @@ public sealed record LlamaConfig
     public required double RmsNormEps { get; init; }
     public required double RopeTheta { get; init; }
     public required RopeScaling RopeScaling { get; init; }
+
+    /// <summary>RoPE inverse frequencies (head_dim/2) of this config: θ^(−2i/d), then the rope_scaling rule (linear, llama3).</summary>
+    public float[] RopeInverseFrequencies()
+    {
+        var inv = Qtip.Kernels.Llama.RopeTable.DefaultFrequencies(HeadDim, RopeTheta);
+        return RopeScaling.Type switch
+        {
+            "linear" => Qtip.Kernels.Llama.RopeTable.Linear(inv, RopeScaling.Factor),
+            "llama3" => Qtip.Kernels.Llama.RopeTable.Llama3(inv, RopeScaling.Factor, RopeScaling.LowFreqFactor, RopeScaling.HighFreqFactor, RopeScaling.OriginalMaxPositionEmbeddings),
+            _ => inv,
+        };
+    }
     public required bool TieWordEmbeddings { get; init; }
     public required int BosTokenId { get; init; }
     public required IReadOnlyList<int> EosTokenIds { get; init; }

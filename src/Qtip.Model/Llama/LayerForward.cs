@@ -48,13 +48,7 @@ public sealed class LayerForward : IDisposable
         qkv = device.Allocate1D<float>((long)maxRows * (qDim + (2 * kvDim)));
         keyCache = device.Allocate1D<float>((long)positions * kvDim);
         valueCache = device.Allocate1D<float>((long)positions * kvDim);
-        var inv = RopeTable.DefaultFrequencies(config.HeadDim, config.RopeTheta);
-        inv = config.RopeScaling.Type switch
-        {
-            "linear" => RopeTable.Linear(inv, config.RopeScaling.Factor),
-            "llama3" => RopeTable.Llama3(inv, config.RopeScaling.Factor, config.RopeScaling.LowFreqFactor, config.RopeScaling.HighFreqFactor, config.RopeScaling.OriginalMaxPositionEmbeddings),
-            _ => inv,
-        };
+        var inv = config.RopeInverseFrequencies();
         var (cos, sin) = RopeTable.Build(inv, positions);
         ropeCos = device.Allocate1D(cos);
         ropeSin = device.Allocate1D(sin);

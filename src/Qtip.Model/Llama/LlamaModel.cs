@@ -85,13 +85,7 @@ public sealed partial class LlamaModel : IDisposable
             keyCache[l] = acc.Allocate1D<float>((long)MaxContext * kvDim);
             valueCache[l] = acc.Allocate1D<float>((long)MaxContext * kvDim);
         }
-        var inv = RopeTable.DefaultFrequencies(config.HeadDim, config.RopeTheta);
-        inv = config.RopeScaling.Type switch
-        {
-            "linear" => RopeTable.Linear(inv, config.RopeScaling.Factor),
-            "llama3" => RopeTable.Llama3(inv, config.RopeScaling.Factor, config.RopeScaling.LowFreqFactor, config.RopeScaling.HighFreqFactor, config.RopeScaling.OriginalMaxPositionEmbeddings),
-            _ => inv,
-        };
+        var inv = config.RopeInverseFrequencies();
         var (cos, sin) = RopeTable.Build(inv, MaxContext);
         ropeCos = acc.Allocate1D(cos);
         ropeSin = acc.Allocate1D(sin);

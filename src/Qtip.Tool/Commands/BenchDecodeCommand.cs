@@ -30,7 +30,8 @@ public static class BenchDecodeCommand
         double BoundTokensPerSecond, double RatioToBound, double HostLaunchMicrosecondsPerToken, double SumOfOpsMicrosecondsPerToken,
         IReadOnlyList<OpRow> Ops, int PrefillContext, double PrefillTokensPerSecond);
 
-    private static readonly Shape[] Shapes =
+    /// <summary>The synthetic model shapes of the bench commands (decode, quantize).</summary>
+    internal static readonly Shape[] Shapes =
     [
         new("llama2-7b", 32, 4096, 11008, 32, 32, 32000),
         new("llama2-70b", 80, 8192, 28672, 64, 8, 32000),
@@ -62,17 +63,24 @@ public static class BenchDecodeCommand
         return command;
     }
 
-    private static int Execute(string shapeName, string? codeName, int bits, int? layers, int tokens, int promptTokens, int prefillCtx, int iterations, WeightPrecision? requestedPrecision,
-        BackendKind kind, int deviceIndex, FileInfo? json)
+    /// <summary>The shape named by --shape, with --layers (if given) replacing its depth; a usage error otherwise.</summary>
+    internal static Shape FindShape(string? name, int? layers)
     {
-        var shape = Shapes.FirstOrDefault(s => s.Name == shapeName)
-            ?? throw new UsageException($"--shape '{shapeName}': expected {string.Join(", ", Shapes.Select(s => s.Name))}");
+        var shape = Shapes.FirstOrDefault(s => s.Name == name)
+            ?? throw new UsageException($"--shape '{name}': expected {string.Join(", ", Shapes.Select(s => s.Name))}");
         if (layers is { } l)
         {
             if (l < 1)
                 throw new UsageException($"--layers must be at least 1 (got {l})");
             shape = shape with { Layers = l };
         }
+        return shape;
+    }
+
+    private static int Execute(string shapeName, string? codeName, int bits, int? layers, int tokens, int promptTokens, int prefillCtx, int iterations, WeightPrecision? requestedPrecision,
+        BackendKind kind, int deviceIndex, FileInfo? json)
+    {
+        var shape = FindShape(shapeName, layers);
         if (tokens < 2 || promptTokens < 1 || prefillCtx < 0 || iterations < 1)
             throw new UsageException("--tokens must be ≥ 2, --prompt-tokens ≥ 1, --prefill-ctx ≥ 0, --iterations ≥ 1");
         QtipCodeSpec? spec = null;

@@ -21,14 +21,6 @@ public static class BenchQuantizeCommand
         IReadOnlyDictionary<string, double> StageSeconds, long PeakDeviceBytes, long DriverPeakDeviceBytes, long PeakHostBytes,
         double MeanProxyError, double BitsPerWeight);
 
-    private static readonly BenchDecodeCommand.Shape[] Shapes =
-    [
-        new("llama2-7b", 32, 4096, 11008, 32, 32, 32000),
-        new("llama2-70b", 80, 8192, 28672, 64, 8, 32000),
-        new("llama-small", 6, 384, 1376, 6, 2, 8192),
-        new("llama-nano", 2, 128, 384, 4, 2, 8192),
-    ];
-
     public static Command Create()
     {
         var shape = new Option<string>("--shape") { Description = "Synthetic model shape: llama2-7b, llama2-70b, llama-small or llama-nano.", DefaultValueFactory = _ => "llama2-7b" };
@@ -51,14 +43,7 @@ public static class BenchQuantizeCommand
         };
         command.SetAction(parse => CommandRunner.Run(() =>
         {
-            var s = Shapes.FirstOrDefault(x => x.Name == parse.GetValue(shape))
-                ?? throw new UsageException($"--shape '{parse.GetValue(shape)}': expected {string.Join(", ", Shapes.Select(x => x.Name))}");
-            if (parse.GetValue(layers) is { } n)
-            {
-                if (n < 1)
-                    throw new UsageException($"--layers must be at least 1 (got {n})");
-                s = s with { Layers = n };
-            }
+            var s = BenchDecodeCommand.FindShape(parse.GetValue(shape), parse.GetValue(layers));
             var opts = new QuantizeOptions
             {
                 ModelDir = "(synthetic)",
