@@ -25,22 +25,31 @@ public sealed class FiniteCheck : IKernelSet<FiniteCheck>, IDisposable
     /// <summary>Number of non-finite values among the first <paramref name="length"/> of <paramref name="values"/> (synchronises).</summary>
     public int CountNonFinite(ArrayView<float> values, long length, AcceleratorStream? stream = null)
     {
-        if (length < 0 || length > values.Length)
-            throw new ArgumentOutOfRangeException(nameof(length), length, $"FiniteCheck: length must be in [0, {values.Length}]");
-        if (length == 0)
-            return 0;
         stream ??= device.Accelerator.DefaultStream;
         lock (gate)
         {
-            counter.View.MemSetToZero(stream);
-            // On the CPU accelerator every simulated group ends with an OS-thread barrier: one group per multiprocessor
-            // (65,536 values: 120 ms with a thread per value, measured on 2 cores).
-            long cap = device.Kind == BackendKind.Cpu ? (long)device.Accelerator.NumMultiprocessors * device.MaxGroupSize : 1L << 20;
-            int threads = (int)Math.Min(length, cap);
-            kernel(stream, threads, values, counter.View, new FiniteParams(length, threads));
+            EnqueueCount(values, length, counter.View, stream);
             stream.Synchronize();
             return counter.GetAsArray1D()[0];
         }
+    }
+
+    /// <summary>Enqueues count[0] = the number of non-finite values among the first <paramref name="length"/> of
+    /// <paramref name="values"/> (zeroed first), without waiting: the caller reads it with its next synchronising copy.</summary>
+    public void EnqueueCount(ArrayView<float> values, long length, ArrayView<int> count, AcceleratorStream stream)
+    {
+        if (length < 0 || length > values.Length)
+            throw new ArgumentOutOfRangeException(nameof(length), length, $"FiniteCheck: length must be in [0, {values.Length}]");
+        if (count.Length < 1)
+            throw new ArgumentException("FiniteCheck: the count view is empty", nameof(count));
+        count.SubView(0, 1).MemSetToZero(stream);
+        if (length == 0)
+            return;
+        // On the CPU accelerator every simulated group ends with an OS-thread barrier: one group per multiprocessor
+        // (65,536 values: 120 ms with a thread per value, measured on 2 cores).
+        long cap = device.Kind == BackendKind.Cpu ? (long)device.Accelerator.NumMultiprocessors * device.MaxGroupSize : 1L << 20;
+        int threads = (int)Math.Min(length, cap);
+        kernel(stream, threads, values, count, new FiniteParams(length, threads));
     }
 
     /// <summary>Values to check and the launch's thread count (the grid stride).</summary>

@@ -38,9 +38,9 @@ public sealed class Generator(LlamaModel model)
         var generated = new List<int>(maxNewTokens);
         var sw = Stopwatch.StartNew();
         model.Prefill(promptIds.ToArray(), 0, LogitsMode.Last);
-        CheckLogits(promptIds.Count - 1);
         model.SelectNext(sampling.Temperature, sampling.TopK, sampling.TopP, Uniform());
         int next = model.ReadNextToken();
+        CheckLogits(promptIds.Count - 1);
         double prefill = sw.Elapsed.TotalSeconds;
         generated.Add(next);
         onToken?.Invoke(next);
@@ -49,9 +49,9 @@ public sealed class Generator(LlamaModel model)
         while (generated.Count < maxNewTokens && !(stopIds?.Contains(next) ?? false))
         {
             model.DecodeStep(position);
-            CheckLogits(position++);
             model.SelectNext(sampling.Temperature, sampling.TopK, sampling.TopP, Uniform());
             next = model.ReadNextToken();
+            CheckLogits(position++);
             generated.Add(next);
             onToken?.Invoke(next);
         }
@@ -61,7 +61,7 @@ public sealed class Generator(LlamaModel model)
     /// <summary>A NaN or ∞ logit would be "chosen" as some arbitrary id: an error naming the position instead.</summary>
     private void CheckLogits(int position)
     {
-        int bad = model.NonFiniteLogits();
+        int bad = model.LastNonFiniteLogits; // counted with the token by SelectNext/ReadNextToken: no extra synchronisation
         if (bad > 0)
             throw new InvalidInputException($"position {position}: {bad} of the {model.Config.VocabSize} logits are NaN or infinite " +
                 "(the weights or config.json overflow; with --weights f16 try f32)");

@@ -43,7 +43,7 @@ public sealed partial class LlamaModel : IDisposable
     private readonly MemoryBuffer1D<float, Stride1D.Dense>[] valueCache; // per layer (MaxContext, kvDim)
     private readonly MemoryBuffer1D<float, Stride1D.Dense> ropeCos; // (MaxContext, headDim/2)
     private readonly MemoryBuffer1D<float, Stride1D.Dense> ropeSin; // (MaxContext, headDim/2)
-    private readonly int[] hostToken = new int[1];
+    private readonly int[] hostToken = new int[2]; // [0] the next token, [1] the non-finite logits counted with it
     private DecodePlan? decodePlan; // how a decode step runs each layer; rebuilt after SetLinear
 
     private LlamaModel(QtipDevice device, LlamaConfig config, ModelOptions options, LlamaCheckpoint? checkpoint,
@@ -68,7 +68,7 @@ public sealed partial class LlamaModel : IDisposable
         MaxPrefillRows = Math.Clamp(options.MaxPrefillRows ?? MaxContext, 1, MaxContext);
         int rows = MaxPrefillRows;
         int dim = config.HiddenSize, qDim = config.QDim, kvDim = config.KvDim;
-        tokens = acc.Allocate1D<int>(rows);
+        tokens = acc.Allocate1D<int>(Math.Max(rows, 2)); // decode: [0] the token, [1] the logit check of SelectNext
         targets = acc.Allocate1D<int>(rows);
         nll = acc.Allocate1D<float>(rows);
         x = acc.Allocate1D<float>((long)rows * dim);
@@ -670,26 +670,30 @@ public sealed partial class LlamaModel : IDisposable
         return (sum, n);
     }
 
-    /// <summary>Picks the next id from logits row 0 into <see cref="Tokens"/>[0]: argmax when temperature is 0, else a seeded draw with uniform <paramref name="u"/>.</summary>
+    /// <summary>Picks the next id from logits row 0 into <see cref="Tokens"/>[0] (argmax when temperature is 0, else a
+    /// seeded draw with uniform <paramref name="u"/>) and counts that row's NaN/±∞
+    /// logits into Tokens[1], both on the stream: <see cref="ReadNextToken"/> reads the two with one copy, so the check
+    /// costs a launch per token, not a synchronisation.</summary>
     public void SelectNext(float temperature, int topK, float topP, float u)
     {
+        device.Get<Qtip.Kernels.Trellis.FiniteCheck>().EnqueueCount(logits.View.SubView(0, Config.VocabSize), Config.VocabSize,
+            tokens.View.SubView(1, 1), Stream);
         if (temperature <= 0)
             device.Get<Argmax>().Apply(logits.View, Config.VocabSize, tokens.View, 0, Stream);
         else
             device.Get<Sample>().Apply(logits.View, Config.VocabSize, temperature, topK, topP, u, tokens.View, 0, Stream);
     }
 
-    /// <summary>Reads <see cref="Tokens"/>[0] to the host (waits for the stream).</summary>
+    /// <summary>Reads <see cref="Tokens"/>[0] to the host (waits for the stream), with the non-finite logit count of the
+    /// same <see cref="SelectNext"/> in <see cref="LastNonFiniteLogits"/>.</summary>
     public int ReadNextToken()
     {
-        ((ArrayView<int>)tokens.View).SubView(0, 1).CopyToCPU(hostToken);
+        ((ArrayView<int>)tokens.View).SubView(0, 2).CopyToCPU(hostToken);
         return hostToken[0];
     }
 
-    /// <summary>Number of NaN/±∞ values in logits row <paramref name="row"/> (one device pass; synchronises).</summary>
-    public int NonFiniteLogits(int row = 0) =>
-        device.Get<Qtip.Kernels.Trellis.FiniteCheck>().CountNonFinite(
-            ((ArrayView<float>)logits.View).SubView((long)row * Config.VocabSize, Config.VocabSize), Config.VocabSize, Stream);
+    /// <summary>NaN/±∞ logits in the row the last <see cref="SelectNext"/> chose from (read by <see cref="ReadNextToken"/>).</summary>
+    public int LastNonFiniteLogits => hostToken[1];
 
     /// <summary>Copies logits row <paramref name="row"/> to the host.</summary>
     public float[] ReadLogits(int row = 0)
