@@ -50,7 +50,7 @@ public sealed class Hadamard : IKernelSet<Hadamard>
     private Hadamard(QtipDevice device)
     {
         this.device = device;
-        staticShared = device.Kind == BackendKind.OpenCL;
+        staticShared = !device.Capabilities.DynamicSharedMemory;
         if (staticShared)
         {
             fwht = device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, FwhtParams>(FwhtChunksKernel<StaticSharedFloats>);

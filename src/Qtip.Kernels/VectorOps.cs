@@ -59,7 +59,7 @@ public sealed class VectorOps : IKernelSet<VectorOps>
         lock (reduceLock)
         {
             // One partial per group; on the CPU accelerator one one-thread group per core (LoopConfig).
-            var config = device.Kind == BackendKind.Cpu ? device.LoopConfig(x.Length) : new KernelConfig(ReduceGroups, GroupSize);
+            var config = device.Capabilities.Simulator ? device.LoopConfig(x.Length) : new KernelConfig(ReduceGroups, GroupSize);
             int groups = Math.Min(config.GridDim.X, ReduceGroups);
             sumSquares(stream, config, x, partials.View);
             var host = new double[groups];

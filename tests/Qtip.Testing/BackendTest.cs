@@ -29,18 +29,23 @@ public abstract class BackendTest(BackendKind backend)
     /// cl_khr_fp16, e.g. pocl's CPU device): fp16 variants refuse to load there.</summary>
     protected void SkipWithoutFloat16(bool needed = true)
     {
-        if (needed && !Device.SupportsFloat16)
+        if (needed && !Capabilities.Float16)
             Assert.Skip($"fp16 case: {Device} has no fp16 (ILGPU Float16 capability)");
     }
 
-    /// <summary>Skips the calling test when it forces the grouped style on OpenCL: ILGPU 1.5.3's OpenCL backend cannot emit
-    /// the warp shuffles those kernels reduce with, and OpenCL runs the serial style.</summary>
+    /// <summary>What the device of this class's backend may use (<see cref="QtipDevice.Capabilities"/>); skips the calling test
+    /// when there is no device.</summary>
+    protected DeviceCapabilities Capabilities => Device.Capabilities;
+
+    /// <summary>Skips the calling test when it forces the grouped style on a device without warp shuffles (OpenCL: ILGPU
+    /// 1.5.3 cannot emit them there), which runs the serial style.</summary>
     protected void SkipUnsupportedStyle(KernelStyle style)
     {
-        if (style == KernelStyle.Grouped && Backend == BackendKind.OpenCL)
-            Assert.Skip("grouped-style case: ILGPU 1.5.3's OpenCL backend cannot emit warp shuffles; OpenCL runs the serial style");
+        if (style == KernelStyle.Grouped && !Capabilities.WarpShuffles)
+            Assert.Skip($"grouped-style case: {Device} has no warp shuffles (ILGPU 1.5.3's OpenCL backend cannot emit them); it runs the serial style");
     }
 
-    /// <summary>True on the slow CPU simulator, where tests use their smallest sizes.</summary>
-    protected bool IsCpu => Backend == BackendKind.Cpu;
+    /// <summary>True on the slow CPU simulator (<see cref="DeviceCapabilities.Simulator"/>), where tests use their smallest
+    /// sizes.</summary>
+    protected bool IsCpu => Capabilities.Simulator;
 }

@@ -66,7 +66,7 @@ public sealed class BlockLdl : IKernelSet<BlockLdl>
             if (trailing == 0)
                 break;
             trsm(stream, device.LoopConfig(n, groupSize), h, p);
-            if (device.Kind == BackendKind.Cpu)
+            if (device.Capabilities.Simulator)
                 syrkDirect(stream, new KernelConfig(4 * Math.Max(1, device.Accelerator.NumMultiprocessors), 2), h, p);
             else
                 syrk(stream, new KernelConfig(trailing * trailing, groupSize), h, p);

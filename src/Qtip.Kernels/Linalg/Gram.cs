@@ -50,7 +50,7 @@ public sealed class Gram : IKernelSet<Gram>
             throw new ArgumentException($"Gram: h has {h.Length} elements, expected {n}×{n}", nameof(h));
         if (rows == 0)
             return;
-        if (device.Kind == BackendKind.Cpu)
+        if (device.Capabilities.Simulator)
         {
             // The CPU simulator pays for every group and barrier: a few groups of register-blocked threads instead.
             int blocks4 = (n + 3) / 4;

@@ -41,7 +41,7 @@ public sealed class LdlqStep : IKernelSet<LdlqStep>
         int m, int n, int j0, AcceleratorStream? stream = null)
     {
         Check(wr, resid, a, perm, targets, m, n, j0);
-        if (device.Kind == BackendKind.Cpu)
+        if (device.Capabilities.Simulator)
         {
             gatherDirect(stream ?? device.Accelerator.DefaultStream, new KernelConfig(CpuGroups(m * Width), 2), wr, resid, a, perm, targets, new StepParams(m, n, j0, 0));
             return;
@@ -57,9 +57,9 @@ public sealed class LdlqStep : IKernelSet<LdlqStep>
         int m, int n, int j0, AcceleratorStream? stream = null)
     {
         Check(wr, resid, what, perm, reconstruction, m, n, j0, aIsSquare: false);
-        int groupSize = device.Kind == BackendKind.Cpu ? 2 : GroupSize();
+        int groupSize = device.Capabilities.Simulator ? 2 : GroupSize();
         int total = m * Width;
-        int groups = device.Kind == BackendKind.Cpu ? CpuGroups(total) : (total + groupSize - 1) / groupSize;
+        int groups = device.Capabilities.Simulator ? CpuGroups(total) : (total + groupSize - 1) / groupSize;
         scatter(stream ?? device.Accelerator.DefaultStream, new KernelConfig(groups, groupSize),
             wr, what, resid, perm, reconstruction, new StepParams(m, n, j0, 0));
     }

@@ -47,11 +47,11 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
     {
         this.device = device;
         // OpenCL: a static shared buffer (ILGPU 1.5.3's dynamic local memory is wrong there across work-groups).
-        kernel = new(() => device.Kind == BackendKind.OpenCL
+        kernel = new(() => !device.Capabilities.DynamicSharedMemory
             ? device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(AttentionKernel<StaticSharedFloats>)
             : device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(AttentionKernel<DynamicSharedFloats>));
         serial = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(AttentionSerialKernel);
-        decode = new(() => device.Kind == BackendKind.OpenCL
+        decode = new(() => !device.Capabilities.DynamicSharedMemory
             ? device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, DecodeParams>(AttentionDecodeKernel<StaticSharedFloats>)
             : device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, DecodeParams>(AttentionDecodeKernel<DynamicSharedFloats>));
         Style = Check.DefaultStyle(device);
@@ -80,7 +80,7 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
     /// <summary>Longest context (pos0 + rows) that fits this device's shared memory.</summary>
     public int MaxPositions => Style == KernelStyle.Serial
         ? 1 << 20
-        : (device.Kind == BackendKind.OpenCL ? StaticSharedFloats.Capacity : device.Accelerator.MaxSharedMemoryPerGroup / sizeof(float)) - PartialFloats - 64;
+        : (!device.Capabilities.DynamicSharedMemory ? StaticSharedFloats.Capacity : device.Accelerator.MaxSharedMemoryPerGroup / sizeof(float)) - PartialFloats - 64;
 
     /// <summary>
     /// q: rows × qStride (heads·headDim used, already rotated); caches: [positions × kvHeads·headDim] holding
@@ -123,7 +123,7 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
             serial(stream ?? device.Accelerator.DefaultStream, (int)groups, q, kCache, vCache, output, Scratch(groups * positions), p);
             return;
         }
-        var shared = device.Kind == BackendKind.OpenCL
+        var shared = !device.Capabilities.DynamicSharedMemory
             ? SharedMemoryConfig.Empty
             : SharedMemoryConfig.RequestDynamic<float>((int)positions + (g / device.WarpSize * headDim));
         kernel.Value(stream ?? device.Accelerator.DefaultStream, new KernelConfig((int)groups, g, shared), q, kCache, vCache, output, p);
@@ -150,12 +150,12 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
         int splits = (positions + chunk - 1) / chunk;
         int stride = (headDim + 2 + 31) / 32 * 32; // per (head, split): Σ p·V, max, Σ p, on its own 128-byte lines
         int sharedFloats = chunk + (subsets * headDim) + 1;
-        int capacity = device.Kind == BackendKind.OpenCL ? StaticSharedFloats.Capacity : device.Accelerator.MaxSharedMemoryPerGroup / sizeof(float);
+        int capacity = !device.Capabilities.DynamicSharedMemory ? StaticSharedFloats.Capacity : device.Accelerator.MaxSharedMemoryPerGroup / sizeof(float);
         if (sharedFloats > capacity)
             return false;
         var (part, count) = DecodeScratch((long)heads * splits * stride, heads);
         var p = new DecodeParams(heads, kvHeads, headDim, 1f / MathF.Sqrt(headDim), positions, lanes, chunk, splits, subsets, stride);
-        var shared = device.Kind == BackendKind.OpenCL ? SharedMemoryConfig.Empty : SharedMemoryConfig.RequestDynamic<float>(sharedFloats);
+        var shared = !device.Capabilities.DynamicSharedMemory ? SharedMemoryConfig.Empty : SharedMemoryConfig.RequestDynamic<float>(sharedFloats);
         decode.Value(stream ?? device.Accelerator.DefaultStream, new KernelConfig(heads * splits, group, shared), q, kCache, vCache, output, part, count, p);
         LastDecodeSplits = splits;
         return true;

@@ -35,18 +35,18 @@ public sealed class MatMul : IKernelSet<MatMul>
         this.device = device;
         var acc = device.Accelerator;
         // OpenCL: a static shared buffer (ILGPU 1.5.3's dynamic local memory is wrong there across work-groups).
-        bool cl = device.Kind == BackendKind.OpenCL;
-        f16 = new(() => cl
+        bool staticShared = !device.Capabilities.DynamicSharedMemory;
+        f16 = new(() => staticShared
             ? device.LoadKernel<ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<Half, F16, StaticSharedFloats>)
             : device.LoadKernel<ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<Half, F16, DynamicSharedFloats>));
-        f32 = new(() => cl
+        f32 = new(() => staticShared
             ? device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<float, F32, StaticSharedFloats>)
             : device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulKernel<float, F32, DynamicSharedFloats>));
         f16Serial = new(() => acc.LoadAutoGroupedKernel<Index1D, ArrayView<Half>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulSerialKernel<Half, F16>));
         f32Serial = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulSerialKernel<float, F32>);
         mma = new(() => device.LoadKernel<ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulParams>(MatMulMma.MatMulMmaKernel));
         Style = Check.DefaultStyle(device);
-        TensorCores = device.Kind == BackendKind.Cuda && Environment.GetEnvironmentVariable("QTIP_TENSOR_CORES") != "0";
+        TensorCores = device.Capabilities.InlinePtx && Environment.GetEnvironmentVariable("QTIP_TENSOR_CORES") != "0";
     }
 
     /// <summary>
@@ -65,7 +65,7 @@ public sealed class MatMul : IKernelSet<MatMul>
     {
         device.RequireFloat16("MatMul");
         var (cfg, p) = Plan(w.Length, x, y, rows, m, n);
-        if (TensorCores && device.Kind == BackendKind.Cuda && Style == KernelStyle.Grouped && n % MatMulMma.BK == 0)
+        if (TensorCores && device.Capabilities.InlinePtx && Style == KernelStyle.Grouped && n % MatMulMma.BK == 0)
         {
             int tilesX = (m + MatMulMma.BN - 1) / MatMulMma.BN;
             mma.Value(stream ?? device.Accelerator.DefaultStream, MatMulMma.Config(rows, m), w.SubView(0, (long)m * n).Cast<uint>(), x, y,
@@ -110,9 +110,9 @@ public sealed class MatMul : IKernelSet<MatMul>
         if (groups > int.MaxValue)
             throw new ArgumentException($"{op}: {rows}×{m} output is too large for one launch");
         int sharedFloats = (tileRows + tileCols) * KChunk;
-        if (Style == KernelStyle.Grouped && device.Kind == BackendKind.OpenCL && sharedFloats > StaticSharedFloats.Capacity)
+        if (Style == KernelStyle.Grouped && !device.Capabilities.DynamicSharedMemory && sharedFloats > StaticSharedFloats.Capacity)
             throw new InvalidOperationException($"{op}: {sharedFloats} shared floats exceed the static OpenCL buffer of {StaticSharedFloats.Capacity}");
-        var shared = device.Kind == BackendKind.OpenCL ? SharedMemoryConfig.Empty : SharedMemoryConfig.RequestDynamic<float>(sharedFloats);
+        var shared = device.Capabilities.DynamicSharedMemory ? SharedMemoryConfig.RequestDynamic<float>(sharedFloats) : SharedMemoryConfig.Empty;
         return (new KernelConfig((int)groups, a * b, shared), new MatMulParams(rows, m, n, a, b, tilesX));
     }
 

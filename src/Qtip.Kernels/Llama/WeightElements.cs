@@ -131,11 +131,11 @@ internal static class Check
     /// thread per row is the natural shape, and ILGPU 1.5.3's OpenCL backend cannot emit the warp shuffles the grouped
     /// kernels reduce with (only <c>Warp.Broadcast</c>). Kernel sets load their grouped variants only when selected.
     /// </summary>
-    public static KernelStyle DefaultStyle(Runtime.QtipDevice device) => device.Kind is Runtime.BackendKind.Cpu or Runtime.BackendKind.OpenCL ? KernelStyle.Serial : KernelStyle.Grouped;
+    public static KernelStyle DefaultStyle(Runtime.QtipDevice device) => device.Capabilities.DefaultStyle;
 
     /// <summary>Elements per thread for elementwise kernels: 1 on GPUs; on the CPU simulator enough that about 256 threads cover the work.</summary>
     public static int Span(Runtime.QtipDevice device, long count) =>
-        device.Kind == Runtime.BackendKind.Cpu ? (int)Math.Max(1, (count + 255) / 256) : 1;
+        device.Capabilities.Simulator ? (int)Math.Max(1, (count + 255) / 256) : 1;
 
     /// <summary>Threads for <paramref name="count"/> elements at <paramref name="span"/> per thread.</summary>
     public static int Threads(long count, int span) => (int)((count + span - 1) / span);

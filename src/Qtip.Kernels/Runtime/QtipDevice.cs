@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using ILGPU;
 using ILGPU.Runtime;
-using ILGPU.Runtime.OpenCL;
 
 namespace Qtip.Kernels.Runtime;
 
@@ -23,8 +22,13 @@ public sealed partial class QtipDevice : IDisposable
         Kind = kind;
         Context = context;
         Accelerator = accelerator;
+        Capabilities = DeviceCapabilities.For(kind, accelerator);
         Memory = new DeviceMemory(kind);
     }
+
+    /// <summary>What kernels may use here (shuffles, dynamic shared memory, fp16, simulator, default style, …), decided
+    /// once at creation. Kernel sets ask these, not <see cref="Kind"/>.</summary>
+    public DeviceCapabilities Capabilities { get; }
 
     /// <summary>The accountant every device buffer of Qtip is allocated through (live and peak bytes).</summary>
     public DeviceMemory Memory { get; }
@@ -53,7 +57,7 @@ public sealed partial class QtipDevice : IDisposable
     /// on a GPU, one thread on the CPU accelerator, where every simulated barrier costs a thread rendezvous and the
     /// groups of a launch already run one per core.
     /// </summary>
-    public int LoopGroupSize(int gpu) => Kind == BackendKind.Cpu ? 1 : Math.Min(MaxGroupSize, gpu);
+    public int LoopGroupSize(int gpu) => Capabilities.Simulator ? 1 : Math.Min(MaxGroupSize, gpu);
 
     /// <summary>
     /// Launch shape of a grid-stride loop over <paramref name="length"/> items: groups of <paramref name="gpuGroupSize"/>
@@ -63,21 +67,18 @@ public sealed partial class QtipDevice : IDisposable
     /// </summary>
     public KernelConfig LoopConfig(long length, int gpuGroupSize = 256, int maxGroups = 65536)
     {
-        if (Kind == BackendKind.Cpu)
+        if (Capabilities.Simulator)
             return new KernelConfig(Math.Max(1, Accelerator.NumMultiprocessors), 1);
         int group = Math.Min(MaxGroupSize, gpuGroupSize);
         long groups = Math.Clamp((length + group - 1) / group, 1, maxGroups);
         return new KernelConfig((int)groups, group);
     }
 
-    public int WarpSize => Accelerator.WarpSize;
+    /// <summary><see cref="DeviceCapabilities.WarpSize"/>.</summary>
+    public int WarpSize => Capabilities.WarpSize;
 
-    /// <summary>
-    /// Whether kernels may use fp16 (<c>ILGPU.Half</c>) data. In ILGPU 1.5.3 only OpenCL reports the capability
-    /// (<see cref="CLCapabilityContext.Float16"/>, i.e. <c>cl_khr_fp16</c>); CUDA and the CPU accelerator always have it.
-    /// pocl's CPU device (Ubuntu 24.04) lacks it.
-    /// </summary>
-    public bool SupportsFloat16 => Accelerator.Capabilities is not CLCapabilityContext cl || cl.Float16;
+    /// <summary>Whether kernels may use fp16 (<c>ILGPU.Half</c>) data: <see cref="DeviceCapabilities.Float16"/>.</summary>
+    public bool SupportsFloat16 => Capabilities.Float16;
 
     /// <summary>Throws <see cref="NotSupportedException"/> naming <paramref name="op"/> and this device when it has no fp16;
     /// kernel sets call it before loading an fp16 variant, so no compile is attempted.</summary>

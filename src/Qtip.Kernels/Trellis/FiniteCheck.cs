@@ -47,7 +47,7 @@ public sealed class FiniteCheck : IKernelSet<FiniteCheck>, IDisposable
             return;
         // On the CPU accelerator every simulated group ends with an OS-thread barrier: one group per multiprocessor
         // (65,536 values: 120 ms with a thread per value, measured on 2 cores).
-        long cap = device.Kind == BackendKind.Cpu ? (long)device.Accelerator.NumMultiprocessors * device.MaxGroupSize : 1L << 20;
+        long cap = device.Capabilities.Simulator ? (long)device.Accelerator.NumMultiprocessors * device.MaxGroupSize : 1L << 20;
         int threads = (int)Math.Min(length, cap);
         kernel(stream, threads, values, count, new FiniteParams(length, threads));
     }

@@ -27,7 +27,7 @@ public sealed class KMeans2D : IKernelSet<KMeans2D>
     private KMeans2D(QtipDevice device)
     {
         this.device = device;
-        staticShared = device.Kind == BackendKind.OpenCL;
+        staticShared = !device.Capabilities.DynamicSharedMemory;
         kernel = staticShared
             ? device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<long>, AssignParams>(Kernel<StaticSharedFloats>)
             : device.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<long>, AssignParams>(Kernel<DynamicSharedFloats>);

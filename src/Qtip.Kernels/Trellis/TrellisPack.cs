@@ -45,7 +45,7 @@ public sealed class TrellisPack<TLayout> : IKernelSet<TrellisPack<TLayout>> wher
             throw new ArgumentException($"TrellisPack: {tiles} tiles exceed one launch", nameof(tiles));
         if (threads == 0)
             return;
-        int launched = device.Kind == BackendKind.Cpu ? (int)Math.Min(threads, (long)device.Accelerator.NumMultiprocessors * device.MaxGroupSize) : (int)threads;
+        int launched = device.Capabilities.Simulator ? (int)Math.Min(threads, (long)device.Accelerator.NumMultiprocessors * device.MaxGroupSize) : (int)threads;
         kernel(stream ?? device.Accelerator.DefaultStream, launched, states, trellis.Cast<byte>(), new PackParams(l, k * v, steps, lp, (int)threads, launched));
     }
 

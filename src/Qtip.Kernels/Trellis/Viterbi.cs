@@ -183,7 +183,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         // 64 registers per thread and a 1024-thread group can always launch.
         var spec = new KernelSpecialization(device.MaxGroupSize, null);
         // OpenCL: a static 48 KiB buffer instead of dynamic local memory (see SharedFloats), and the barrier fix-up.
-        staticShared = device.Kind == BackendKind.OpenCL;
+        staticShared = !device.Capabilities.DynamicSharedMemory;
         kernels = staticShared
             ?
             [
@@ -217,7 +217,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
     public static Viterbi<TCode> Create(QtipDevice device) => new(device);
 
     /// <summary>Whether this device can run group reductions with warp shuffles (not on OpenCL: ILGPU 1.5.3 cannot emit them).</summary>
-    public bool ShufflesSupported => device.Kind != BackendKind.OpenCL;
+    public bool ShufflesSupported => device.Capabilities.WarpShuffles;
 
     /// <summary>
     /// Chooses the launch for (L, K, T) of this code. <paramref name="symbolBits"/>: <see cref="Codes.SymbolBits"/>.
@@ -236,7 +236,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         ArgumentOutOfRangeException.ThrowIfLessThan(memoryBudget, 1, nameof(memoryBudget));
         ArgumentOutOfRangeException.ThrowIfNegative(maxThreads);
         var minima = overrides?.Minima;
-        bool warpReduce = overrides?.Shuffles ?? device.Kind == BackendKind.Cuda;
+        bool warpReduce = overrides?.Shuffles ?? device.Capabilities.PreferWarpShuffles;
         if (warpReduce && !ShufflesSupported)
             throw new ArgumentException("Viterbi: ILGPU 1.5.3's OpenCL backend cannot compile warp shuffles; use shared-memory reductions", nameof(overrides));
         if (overrides?.Table == true && symbolBits > MaxTableBits)
@@ -249,17 +249,17 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
         int warp = Math.Max(1, device.WarpSize);
         int unit = warpReduce ? warp : 1;
         int cap = maxThreads > 0 ? Math.Min(device.MaxGroupSize, maxThreads)
-            : device.Kind == BackendKind.Cpu ? CpuThreads : device.MaxGroupSize;
+            : device.Capabilities.Simulator ? CpuThreads : device.MaxGroupSize;
         cap = Math.Max(unit, 1 << BitOperations.Log2((uint)Math.Max(1, cap)));
         bool useTable = overrides?.Table ?? (symbolBits <= MaxTableBits && l >= symbolBits + 2);
         int symbols = useTable ? 1 << symbolBits : 0;
-        long sharedCap = device.Kind == BackendKind.Cpu ? CpuSharedBytes : Math.Min(MaxSharedBytes, device.Accelerator.MaxSharedMemoryPerGroup);
+        long sharedCap = device.Capabilities.Simulator ? CpuSharedBytes : Math.Min(MaxSharedBytes, device.Accelerator.MaxSharedMemoryPerGroup);
         bool butterflies = l >= 2 * kv && kv <= MaxFanoutBits;
         // On the CPU accelerator the in-place layout with D = 4 (inputs in registers) saves a memory access per state
         // (1MAD K = 2, L = 16: 3.2 → 4.4 sequences/s); other fan-outs read their inputs from local memory, slower than
         // the double buffer there (HYB L = 12: 77 vs 118).
         MinimaLayout[] layouts = minima is { } forced ? [forced]
-            : device.Kind == BackendKind.Cpu && butterflies && kv == 2 ? [MinimaLayout.InPlace, MinimaLayout.Shared, MinimaLayout.FixedPoint, MinimaLayout.Global]
+            : device.Capabilities.Simulator && butterflies && kv == 2 ? [MinimaLayout.InPlace, MinimaLayout.Shared, MinimaLayout.FixedPoint, MinimaLayout.Global]
             : [MinimaLayout.Shared, MinimaLayout.InPlace, MinimaLayout.FixedPoint, MinimaLayout.Global];
         foreach (var layout in layouts)
         {
@@ -287,7 +287,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
             // Groups in flight at once: per multiprocessor, as many as its threads hold on a GPU; one on the CPU
             // accelerator, which runs a multiprocessor's groups one after another (more slots would only add scratch).
             long resident = (long)device.Accelerator.NumMultiprocessors
-                * (device.Kind == BackendKind.Cpu ? 1 : Math.Max(1, device.Accelerator.MaxNumThreadsPerMultiprocessor / threads));
+                * (device.Capabilities.Simulator ? 1 : Math.Max(1, device.Accelerator.MaxNumThreadsPerMultiprocessor / threads));
             long slots = Math.Clamp(memoryBudget / perSlot, 1, Math.Max(1, 4 * resident));
             var plan = new ViterbiPlan(l, k, v, t, threads, active, r, bpBits, symbols, layout, warpReduce, (int)(4 * sharedFloats), stepBytes, (int)slots, false);
             // Interleaving pays where a warp's global loads coalesce and shuffles assemble the back-pointer words.
@@ -379,7 +379,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
             throw new ArgumentException($"Viterbi: interleaved ownership needs global minima, every thread active and 32/Bb = {32 / plan.BackPointerBits} lanes within a warp of {warp}", nameof(plan));
         int redSlots = plan.Shuffles ? WarpReduction.Slots(plan.Threads, warp) : SharedReduction.Slots(plan.Threads);
         long need = 4 * SharedFloats(plan.T, plan.TableSymbols, plan.Steps, redSlots, plan.Groups, plan.Minima);
-        long capacity = staticShared ? 4L * LargeStaticSharedFloats.Capacity : device.Kind == BackendKind.Cpu ? CpuSharedBytes : MaxSharedBytes;
+        long capacity = staticShared ? 4L * LargeStaticSharedFloats.Capacity : device.Capabilities.Simulator ? CpuSharedBytes : MaxSharedBytes;
         if (plan.SharedBytes < need || plan.SharedBytes > capacity)
             throw new ArgumentException($"Viterbi: the plan reserves {plan.SharedBytes} B of shared memory; it needs {need} B and may use {capacity} B", nameof(plan));
     }
