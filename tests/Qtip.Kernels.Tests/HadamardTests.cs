@@ -164,11 +164,3 @@ public abstract class HadamardTests(BackendKind backend) : BackendTest(backend)
         Assert.Contains("sign", e.Message, StringComparison.Ordinal);
     }
 }
-
-public sealed class HadamardTestsCpu() : HadamardTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class HadamardTestsCuda() : HadamardTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class HadamardTestsOpenCL() : HadamardTests(BackendKind.OpenCL);

@@ -28,11 +28,3 @@ public abstract class TransposeTests(BackendKind backend) : BackendTest(backend)
         }
     }
 }
-
-public sealed class TransposeTestsCpu() : TransposeTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class TransposeTestsCuda() : TransposeTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class TransposeTestsOpenCL() : TransposeTests(BackendKind.OpenCL);

@@ -103,11 +103,3 @@ public abstract class VectorRhtTests(BackendKind backend) : BackendTest(backend)
         Assert.Contains("dst", e.Message, StringComparison.Ordinal);
     }
 }
-
-public sealed class VectorRhtTestsCpu() : VectorRhtTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class VectorRhtTestsCuda() : VectorRhtTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class VectorRhtTestsOpenCL() : VectorRhtTests(BackendKind.OpenCL);

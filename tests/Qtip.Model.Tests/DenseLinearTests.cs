@@ -7,6 +7,7 @@ using Xunit;
 
 namespace Qtip.Model.Tests;
 
+[RunOn(BackendKind.Cpu, BackendKind.Cuda)]
 public abstract class DenseLinearTests(BackendKind backend) : BackendTest(backend)
 {
     [Theory]
@@ -47,8 +48,3 @@ public abstract class DenseLinearTests(BackendKind backend) : BackendTest(backen
         }
     }
 }
-
-public sealed class DenseLinearTestsCpu() : DenseLinearTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class DenseLinearTestsCuda() : DenseLinearTests(BackendKind.Cuda);

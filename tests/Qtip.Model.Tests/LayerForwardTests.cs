@@ -14,6 +14,7 @@ namespace Qtip.Model.Tests;
 /// <see cref="LlamaModel"/>'s fp32 prefill on llama-nano: the residual stream after every layer must be the same bits,
 /// since the streamed Hessians are to equal the whole-model ones exactly.
 /// </summary>
+[RunOn(BackendKind.Cpu, BackendKind.Cuda)]
 public abstract class LayerForwardTests(BackendKind backend) : BackendTest(backend)
 {
     private sealed class Hidden : IActivationObserver
@@ -66,8 +67,3 @@ public abstract class LayerForwardTests(BackendKind backend) : BackendTest(backe
         }
     }
 }
-
-public sealed class LayerForwardTestsCpu() : LayerForwardTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class LayerForwardTestsCuda() : LayerForwardTests(BackendKind.Cuda);

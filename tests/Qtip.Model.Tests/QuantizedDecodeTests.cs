@@ -14,6 +14,7 @@ namespace Qtip.Model.Tests;
 /// The fused quantized decode step (one-launch RHTs with norms, residual adds and SwiGLU; trellis matvecs) against the
 /// unfused forward of the same quantized model (each linear decoded to dense, then the product), on a tiny random model.
 /// </summary>
+[RunOn(BackendKind.Cpu, BackendKind.Cuda)]
 public abstract class QuantizedDecodeTests(BackendKind backend) : BackendTest(backend)
 {
     /// <summary>Logit difference allowed relative to the largest logit: two fp32 summation orders.</summary>
@@ -46,8 +47,3 @@ public abstract class QuantizedDecodeTests(BackendKind backend) : BackendTest(ba
         Assert.Equal(1 + (2 * 19) + 2, model.DecodeLaunchesPerToken);
     }
 }
-
-public sealed class QuantizedDecodeTestsCpu() : QuantizedDecodeTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class QuantizedDecodeTestsCuda() : QuantizedDecodeTests(BackendKind.Cuda);

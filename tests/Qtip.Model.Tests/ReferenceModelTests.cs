@@ -14,6 +14,7 @@ namespace Qtip.Model.Tests;
 /// The bundled llama-nano (and llama-small when QTIP_LLAMA_SMALL points at it) against the fp32 reference figures of
 /// data/reference.json: per-position logits and hidden states, greedy generations, window NLLs.
 /// </summary>
+[RunOn(BackendKind.Cpu, BackendKind.Cuda)]
 public abstract class ReferenceModelTests(BackendKind backend) : BackendTest(backend)
 {
     /// <summary>Logits vs the fp32/float64 reference (which agree to 6e-6); fp32 sums in another order differ ~1e-5.</summary>
@@ -302,8 +303,3 @@ public abstract class ReferenceModelTests(BackendKind backend) : BackendTest(bac
         public void Dispose() => inner.Dispose();
     }
 }
-
-public sealed class ReferenceModelTestsCpu() : ReferenceModelTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class ReferenceModelTestsCuda() : ReferenceModelTests(BackendKind.Cuda);

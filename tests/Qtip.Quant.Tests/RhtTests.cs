@@ -165,11 +165,3 @@ public abstract class RhtTests(BackendKind backend) : BackendTest(backend)
         Assert.Contains("SU", e.Message, StringComparison.Ordinal);
     }
 }
-
-public sealed class RhtTestsCpu() : RhtTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class RhtTestsCuda() : RhtTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class RhtTestsOpenCL() : RhtTests(BackendKind.OpenCL);

@@ -70,11 +70,3 @@ public abstract class BlockLdlTests(BackendKind backend) : BackendTest(backend)
         Assert.Contains("multiple of 16", e.Message, StringComparison.Ordinal);
     }
 }
-
-public sealed class BlockLdlTestsCpu() : BlockLdlTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class BlockLdlTestsCuda() : BlockLdlTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class BlockLdlTestsOpenCL() : BlockLdlTests(BackendKind.OpenCL);

@@ -32,11 +32,3 @@ public abstract class GramTests(BackendKind backend) : BackendTest(backend)
             Assert.True(Math.Abs(got[i] - (expected[i] / rows)) < 1e-5, $"entry {i}: {got[i]} vs {expected[i] / rows}");
     }
 }
-
-public sealed class GramTestsCpu() : GramTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class GramTestsCuda() : GramTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class GramTestsOpenCL() : GramTests(BackendKind.OpenCL);

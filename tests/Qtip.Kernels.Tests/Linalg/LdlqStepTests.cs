@@ -74,11 +74,3 @@ public abstract class LdlqStepTests(BackendKind backend) : BackendTest(backend)
         }
     }
 }
-
-public sealed class LdlqStepTestsCpu() : LdlqStepTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class LdlqStepTestsCuda() : LdlqStepTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class LdlqStepTestsOpenCL() : LdlqStepTests(BackendKind.OpenCL);

@@ -34,11 +34,3 @@ public abstract class TraceProductTests(BackendKind backend) : BackendTest(backe
         Assert.True(Math.Abs(got - expected) < 1e-4 * Math.Abs(expected), $"{got} vs {expected}");
     }
 }
-
-public sealed class TraceProductTestsCpu() : TraceProductTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class TraceProductTestsCuda() : TraceProductTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class TraceProductTestsOpenCL() : TraceProductTests(BackendKind.OpenCL);

@@ -80,14 +80,6 @@ public abstract class RopeTests(BackendKind backend) : BackendTest(backend)
     }
 }
 
-public sealed class RopeTestsCpu() : RopeTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class RopeTestsCuda() : RopeTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class RopeTestsOpenCL() : RopeTests(BackendKind.OpenCL);
-
 public abstract class AttentionTests(BackendKind backend, KernelStyle style = KernelStyle.Grouped) : BackendTest(backend)
 {
     private Attention AttentionOp
@@ -100,7 +92,6 @@ public abstract class AttentionTests(BackendKind backend, KernelStyle style = Ke
             return op;
         }
     }
-
 
     [Theory]
     [InlineData(3, 2, 4, 2, 8)] // prefill rows continuing a cache
@@ -194,13 +185,3 @@ public abstract class AttentionTests(BackendKind backend, KernelStyle style = Ke
         Assert.Contains("heads 3", e.Message, StringComparison.Ordinal);
     }
 }
-
-public sealed class AttentionTestsCpu() : AttentionTests(BackendKind.Cpu, KernelStyle.Serial);
-
-public sealed class AttentionTestsCpuGrouped() : AttentionTests(BackendKind.Cpu, KernelStyle.Grouped);
-
-[Trait("Category", "Gpu")]
-public sealed class AttentionTestsCuda() : AttentionTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class AttentionTestsOpenCL() : AttentionTests(BackendKind.OpenCL, KernelStyle.Serial);

@@ -50,14 +50,6 @@ public abstract class EmbeddingTests(BackendKind backend) : BackendTest(backend)
     }
 }
 
-public sealed class EmbeddingTestsCpu() : EmbeddingTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class EmbeddingTestsCuda() : EmbeddingTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class EmbeddingTestsOpenCL() : EmbeddingTests(BackendKind.OpenCL);
-
 public abstract class RmsNormTests(BackendKind backend, KernelStyle style = KernelStyle.Grouped) : BackendTest(backend)
 {
     private RmsNorm RmsNormOp
@@ -70,7 +62,6 @@ public abstract class RmsNormTests(BackendKind backend, KernelStyle style = Kern
             return op;
         }
     }
-
 
     [Theory]
     [InlineData(3, 40, false)]
@@ -99,16 +90,6 @@ public abstract class RmsNormTests(BackendKind backend, KernelStyle style = Kern
     }
 }
 
-public sealed class RmsNormTestsCpu() : RmsNormTests(BackendKind.Cpu, KernelStyle.Serial);
-
-public sealed class RmsNormTestsCpuGrouped() : RmsNormTests(BackendKind.Cpu, KernelStyle.Grouped);
-
-[Trait("Category", "Gpu")]
-public sealed class RmsNormTestsCuda() : RmsNormTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class RmsNormTestsOpenCL() : RmsNormTests(BackendKind.OpenCL, KernelStyle.Serial);
-
 public abstract class SwiGluTests(BackendKind backend) : BackendTest(backend)
 {
     [Fact]
@@ -130,14 +111,6 @@ public abstract class SwiGluTests(BackendKind backend) : BackendTest(backend)
         }
     }
 }
-
-public sealed class SwiGluTestsCpu() : SwiGluTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class SwiGluTestsCuda() : SwiGluTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class SwiGluTestsOpenCL() : SwiGluTests(BackendKind.OpenCL);
 
 public abstract class HalfToFloatAndRandomFillTests(BackendKind backend) : BackendTest(backend)
 {
@@ -196,11 +169,3 @@ public abstract class HalfToFloatAndRandomFillTests(BackendKind backend) : Backe
         Assert.InRange(va.Average(), -0.05, 0.05);
     }
 }
-
-public sealed class HalfToFloatAndRandomFillTestsCpu() : HalfToFloatAndRandomFillTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class HalfToFloatAndRandomFillTestsCuda() : HalfToFloatAndRandomFillTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class HalfToFloatAndRandomFillTestsOpenCL() : HalfToFloatAndRandomFillTests(BackendKind.OpenCL);

@@ -21,7 +21,6 @@ public abstract class MatMulTests(BackendKind backend, KernelStyle style = Kerne
         }
     }
 
-
     [Theory]
     [InlineData(5, 19, 40, true)]
     [InlineData(5, 19, 40, false)]
@@ -95,13 +94,3 @@ public abstract class MatMulTests(BackendKind backend, KernelStyle style = Kerne
         Assert.Contains("4×4", e.Message, StringComparison.Ordinal);
     }
 }
-
-public sealed class MatMulTestsCpu() : MatMulTests(BackendKind.Cpu, KernelStyle.Serial);
-
-public sealed class MatMulTestsCpuGrouped() : MatMulTests(BackendKind.Cpu, KernelStyle.Grouped);
-
-[Trait("Category", "Gpu")]
-public sealed class MatMulTestsCuda() : MatMulTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class MatMulTestsOpenCL() : MatMulTests(BackendKind.OpenCL, KernelStyle.Serial);

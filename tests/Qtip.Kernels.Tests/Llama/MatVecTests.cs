@@ -21,7 +21,6 @@ public abstract class MatVecTests(BackendKind backend, KernelStyle style = Kerne
         }
     }
 
-
     [Theory]
     [InlineData(7, 5, 3, 64, true)]
     [InlineData(7, 5, 3, 64, false)]
@@ -303,13 +302,3 @@ public abstract class MatVecTests(BackendKind backend, KernelStyle style = Kerne
             Assert.True(Math.Abs(got[i] - want[i]) <= LlamaTolerances.Dot * (1 + Math.Abs(want[i])), $"y[{i}] = {got[i]}, want {want[i]}");
     }
 }
-
-public sealed class MatVecTestsCpu() : MatVecTests(BackendKind.Cpu, KernelStyle.Serial);
-
-public sealed class MatVecTestsCpuGrouped() : MatVecTests(BackendKind.Cpu, KernelStyle.Grouped);
-
-[Trait("Category", "Gpu")]
-public sealed class MatVecTestsCuda() : MatVecTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class MatVecTestsOpenCL() : MatVecTests(BackendKind.OpenCL, KernelStyle.Serial);

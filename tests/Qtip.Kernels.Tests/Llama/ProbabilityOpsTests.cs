@@ -31,7 +31,6 @@ public abstract class SoftmaxAndCrossEntropyTests(BackendKind backend, KernelSty
         }
     }
 
-
     private static double LogSumExp(float[] x, int b, int n, double invT = 1)
     {
         double m = double.NegativeInfinity;
@@ -85,16 +84,6 @@ public abstract class SoftmaxAndCrossEntropyTests(BackendKind backend, KernelSty
         }
     }
 }
-
-public sealed class SoftmaxAndCrossEntropyTestsCpu() : SoftmaxAndCrossEntropyTests(BackendKind.Cpu, KernelStyle.Serial);
-
-public sealed class SoftmaxAndCrossEntropyTestsCpuGrouped() : SoftmaxAndCrossEntropyTests(BackendKind.Cpu, KernelStyle.Grouped);
-
-[Trait("Category", "Gpu")]
-public sealed class SoftmaxAndCrossEntropyTestsCuda() : SoftmaxAndCrossEntropyTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class SoftmaxAndCrossEntropyTestsOpenCL() : SoftmaxAndCrossEntropyTests(BackendKind.OpenCL, KernelStyle.Serial);
 
 public abstract class ArgmaxAndSampleTests(BackendKind backend, KernelStyle style = KernelStyle.Grouped) : BackendTest(backend)
 {
@@ -199,13 +188,3 @@ public abstract class ArgmaxAndSampleTests(BackendKind backend, KernelStyle styl
         Assert.Throws<ArgumentOutOfRangeException>(() => SampleOp.Apply(b.View, 4, 0f, 0, 1f, 0.5f, r.View));
     }
 }
-
-public sealed class ArgmaxAndSampleTestsCpu() : ArgmaxAndSampleTests(BackendKind.Cpu, KernelStyle.Serial);
-
-public sealed class ArgmaxAndSampleTestsCpuGrouped() : ArgmaxAndSampleTests(BackendKind.Cpu, KernelStyle.Grouped);
-
-[Trait("Category", "Gpu")]
-public sealed class ArgmaxAndSampleTestsCuda() : ArgmaxAndSampleTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class ArgmaxAndSampleTestsOpenCL() : ArgmaxAndSampleTests(BackendKind.OpenCL, KernelStyle.Serial);

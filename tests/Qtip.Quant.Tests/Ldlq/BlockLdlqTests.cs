@@ -157,11 +157,3 @@ public abstract class BlockLdlqTests(BackendKind backend) : BackendTest(backend)
         Assert.True(withI.ProxyError > 0);
     }
 }
-
-public sealed class BlockLdlqTestsCpu() : BlockLdlqTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class BlockLdlqTestsCuda() : BlockLdlqTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class BlockLdlqTestsOpenCL() : BlockLdlqTests(BackendKind.OpenCL);

@@ -109,11 +109,3 @@ public abstract class HybLutTests(BackendKind backend) : BackendTest(backend)
         }
     }
 }
-
-public sealed class HybLutTestsCpu() : HybLutTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class HybLutTestsCuda() : HybLutTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class HybLutTestsOpenCL() : HybLutTests(BackendKind.OpenCL);

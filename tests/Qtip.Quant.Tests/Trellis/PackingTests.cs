@@ -136,11 +136,3 @@ public abstract class PackingTests(BackendKind backend) : BackendTest(backend)
         Assert.Throws<ArgumentException>(() => kpack.Apply(s.View, 1, 16, 2, 2, 256, w.View, 16, 16));
     }
 }
-
-public sealed class PackingTestsCpu() : PackingTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class PackingTestsCuda() : PackingTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class PackingTestsOpenCL() : PackingTests(BackendKind.OpenCL);

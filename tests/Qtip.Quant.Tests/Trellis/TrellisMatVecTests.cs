@@ -198,11 +198,3 @@ public abstract class TrellisMatVecTests(BackendKind backend) : BackendTest(back
         Assert.Contains("trellis", e.Message, StringComparison.Ordinal);
     }
 }
-
-public sealed class TrellisMatVecTestsCpu() : TrellisMatVecTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class TrellisMatVecTestsCuda() : TrellisMatVecTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class TrellisMatVecTestsOpenCL() : TrellisMatVecTests(BackendKind.OpenCL);

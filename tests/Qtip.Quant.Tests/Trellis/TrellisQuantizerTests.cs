@@ -259,11 +259,3 @@ public abstract class TrellisQuantizerTests(BackendKind backend) : BackendTest(b
         Assert.Throws<ArgumentException>(() => q.Quantize(Rng.Gaussian(33, 1), TailBiting.Approx));
     }
 }
-
-public sealed class TrellisQuantizerTestsCpu() : TrellisQuantizerTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class TrellisQuantizerTestsCuda() : TrellisQuantizerTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class TrellisQuantizerTestsOpenCL() : TrellisQuantizerTests(BackendKind.OpenCL);

@@ -260,11 +260,3 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
     private static void AssertCost(double expected, double actual, double extra, string what) =>
         Assert.True(Math.Abs(expected - actual) <= extra + (CostTolerance * (1 + Math.Abs(expected))), $"{what}: expected {expected}, got {actual}");
 }
-
-public sealed class ViterbiKernelTestsCpu() : ViterbiKernelTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class ViterbiKernelTestsCuda() : ViterbiKernelTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class ViterbiKernelTestsOpenCL() : ViterbiKernelTests(BackendKind.OpenCL);
