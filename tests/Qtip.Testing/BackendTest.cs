@@ -5,9 +5,11 @@ using Xunit;
 namespace Qtip.Testing;
 
 /// <summary>
-/// Base of every kernel test class. A test class is written once against <see cref="Device"/>; one sealed
-/// subclass per backend runs it (CPU always; CUDA and OpenCL subclasses carry <c>[Trait("Category", "Gpu")]</c>
-/// so CI filters them out). A backend without a usable device skips its tests and says why.
+/// Base of every kernel test class. A test class is written once, abstract, against <see cref="Device"/>; the
+/// per-backend test classes generator (tests/Qtip.Testing.Generators) writes one sealed class per backend that runs it
+/// (<c>XTestsCpu</c>; <c>XTestsCuda</c> and <c>XTestsOpenCL</c> with <c>[Trait("Category", "Gpu")]</c>, which CI filters
+/// out; <see cref="RunOnAttribute"/> restricts the backends). A backend without a usable device skips its tests and says
+/// why. Tests ask <see cref="Capabilities"/> what the device can do, not <see cref="Backend"/>.
 /// </summary>
 public abstract class BackendTest(BackendKind backend)
 {
