@@ -96,7 +96,7 @@ public sealed class BackendTestClassesGenerator : IIncrementalGenerator
                 styled = true;
         }
         if (!plain && !styled)
-            return Output.Fail(node, name, "it has neither constructor");
+            return Output.Fail(node, name, "it has no such constructor");
 
         var backends = new HashSet<string>(PlainVariants.Select(v => v.Backend));
         var runOn = type.GetAttributes().FirstOrDefault(a => a.AttributeClass is { } c && Is(c, RunOn));

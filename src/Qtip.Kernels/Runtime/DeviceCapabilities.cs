@@ -56,39 +56,43 @@ public sealed record DeviceCapabilities
     public static DeviceCapabilities For(BackendKind kind, Accelerator accelerator)
     {
         ArgumentNullException.ThrowIfNull(accelerator);
-        return kind switch
-        {
-            BackendKind.Cuda => new()
-            {
-                WarpShuffles = true,
-                DynamicSharedMemory = true,
-                Float16 = true,
-                Simulator = false,
-                InlinePtx = true,
-                DefaultStyle = KernelStyle.Grouped,
-                WarpSize = accelerator.WarpSize,
-            },
-            BackendKind.Cpu => new()
-            {
-                WarpShuffles = true,
-                DynamicSharedMemory = true,
-                Float16 = true,
-                Simulator = true,
-                InlinePtx = false,
-                DefaultStyle = KernelStyle.Serial,
-                WarpSize = accelerator.WarpSize,
-            },
-            BackendKind.OpenCL => new()
-            {
-                WarpShuffles = false,
-                DynamicSharedMemory = false,
-                Float16 = accelerator.Capabilities is not CLCapabilityContext cl || cl.Float16,
-                Simulator = false,
-                InlinePtx = false,
-                DefaultStyle = KernelStyle.Serial,
-                WarpSize = accelerator.WarpSize,
-            },
-            _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "capabilities exist for an opened backend (cuda, opencl, cpu), not auto"),
-        };
+        return For(kind, accelerator.WarpSize, accelerator.Capabilities is not CLCapabilityContext cl || cl.Float16);
     }
+
+    /// <summary>The table itself: <paramref name="openClFloat16"/> is whether an OpenCL device has <c>cl_khr_fp16</c>
+    /// (ignored elsewhere).</summary>
+    internal static DeviceCapabilities For(BackendKind kind, int warpSize, bool openClFloat16) => kind switch
+    {
+        BackendKind.Cuda => new()
+        {
+            WarpShuffles = true,
+            DynamicSharedMemory = true,
+            Float16 = true,
+            Simulator = false,
+            InlinePtx = true,
+            DefaultStyle = KernelStyle.Grouped,
+            WarpSize = warpSize,
+        },
+        BackendKind.Cpu => new()
+        {
+            WarpShuffles = true,
+            DynamicSharedMemory = true,
+            Float16 = true,
+            Simulator = true,
+            InlinePtx = false,
+            DefaultStyle = KernelStyle.Serial,
+            WarpSize = warpSize,
+        },
+        BackendKind.OpenCL => new()
+        {
+            WarpShuffles = false,
+            DynamicSharedMemory = false,
+            Float16 = openClFloat16,
+            Simulator = false,
+            InlinePtx = false,
+            DefaultStyle = KernelStyle.Serial,
+            WarpSize = warpSize,
+        },
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "capabilities exist for an opened backend (cuda, opencl, cpu), not auto"),
+    };
 }
