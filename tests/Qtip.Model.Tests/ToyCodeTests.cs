@@ -73,6 +73,7 @@ public readonly struct SignClashCode : ITrellisCode
 /// the decode kernel, the trellis matvec, the quantize pipeline on llama-nano (BlockLDLQ, the format writer) and back
 /// through <see cref="QtipLinear.FromCheckpoint"/> and the model's forward, each checked against the plain host decode.
 /// </summary>
+[RunOn(BackendKind.Cpu, BackendKind.Cuda)]
 public abstract class ToyCodeTests(BackendKind backend) : BackendTest(backend)
 {
     private static readonly TrellisCodeInfo Sign = TrellisCodes.Register<SignCode>();
@@ -286,5 +287,3 @@ public abstract class ToyCodeTests(BackendKind backend) : BackendTest(backend)
 
     private static float[] Ones(int count) => Enumerable.Repeat(1f, count).ToArray();
 }
-
-public sealed class ToyCodeTestsCpu() : ToyCodeTests(BackendKind.Cpu);

@@ -24,8 +24,9 @@ public sealed record StoredLinear(short[] Trellis, float[] Su, float[] Sv, float
 /// </code>
 /// <para>The one storage dtype rule: the model's dtype (<see cref="ValueDType"/>: config.json <c>torch_dtype</c> float16 →
 /// F16, float32 → F32, anything else → BF16) is the precision of every value the reference keeps in the model dtype — SU,
-/// and the code's table, which the quantizer rounds to it before the search (spec §12.1); SV is F32; the table is stored
-/// as F16 as the reference does (bf16-rounded HYB values are exact in F16), except in a float32 model, where it is F32.
+/// and the code's table, which the quantizer rounds to it before the search (spec §12.1); SV is F32; the table is always
+/// stored as F16, the dtype the reference reads (bf16-rounded HYB values are exact in F16; a float32 model's table is
+/// rounded to F16 before the search, so the stored table is the searched one and the reference reads the same values).
 /// The quantizer searches with exactly the stored table (<see cref="RoundTable"/>), so a reload decodes what it chose.</para>
 /// </summary>
 public static class QtipFormat
@@ -44,10 +45,9 @@ public static class QtipFormat
         _ => SafeTensorsDType.BF16,
     };
 
-    /// <summary>The dtype of the <c>tlut</c> tensor: F16 (the reference's), or F32 for a float32 model, whose table values
-    /// F16 would round.</summary>
-    public static SafeTensorsDType TableDType(string? torchDtype) =>
-        ValueDType(torchDtype) == SafeTensorsDType.F32 ? SafeTensorsDType.F32 : SafeTensorsDType.F16;
+    /// <summary>The dtype of the <c>tlut</c> tensor: F16 for every model (the reference stores and reads the table as fp16
+    /// [spec §6]; an F32 table would be rounded by its loader, away from the values searched with).</summary>
+    public static SafeTensorsDType TableDType(string? torchDtype) => SafeTensorsDType.F16;
 
     /// <summary><paramref name="values"/> rounded to <see cref="ValueDType"/> (what a reload reads back for SU).</summary>
     public static float[] RoundToValueDType(float[] values, string? torchDtype) => RoundTo(values, ValueDType(torchDtype));
