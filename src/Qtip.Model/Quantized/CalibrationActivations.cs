@@ -68,7 +68,7 @@ internal sealed class CalibrationActivations(QtipDevice device, IWeightSource so
         {
             cancel.ThrowIfCancellationRequested();
             forward!.Run(w, Window(i), Rows, observer);
-            if (device.Kind != BackendKind.Cpu && (i & 7) == 7)
+            if (!device.Capabilities.Simulator && (i & 7) == 7)
                 device.Synchronize(); // keeps cancellation responsive (the launches are asynchronous)
         }
         device.Synchronize();
@@ -85,7 +85,7 @@ internal sealed class CalibrationActivations(QtipDevice device, IWeightSource so
             cancel.ThrowIfCancellationRequested();
             Window(i).CopyTo(device.Accelerator.DefaultStream, scratch.View);
             forward!.Run(w, scratch.View, Rows, observer);
-            if (device.Kind != BackendKind.Cpu && (i & 7) == 7)
+            if (!device.Capabilities.Simulator && (i & 7) == 7)
                 device.Synchronize();
         }
         device.Synchronize();

@@ -271,7 +271,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
     /// a quarter of the device's memory capped at 8 GiB (the CPU: 2 GiB). A matrix larger than this is a batch on its own.</summary>
     private long BatchBudget() =>
         options.BatchBytes > 0 ? options.BatchBytes
-        : device.Kind == BackendKind.Cpu ? 2L << 30 : Math.Clamp(device.Accelerator.MemorySize / 4, 1L << 30, 8L << 30);
+        : device.Capabilities.Simulator ? 2L << 30 : Math.Clamp(device.Accelerator.MemorySize / 4, 1L << 30, 8L << 30);
 
     /// <summary>
     /// Quantizes the linears of <paramref name="layers"/> in <see cref="QuantizedLinears.Order"/>: each matrix prepared (damping, RHT,

@@ -13,7 +13,7 @@ public static class Notices
     /// <paramref name="toStderr"/>: for <c>generate</c>, whose stdout is the generated text alone.</summary>
     public static void CpuBackend(QtipDevice device, bool toStderr = false)
     {
-        if (device.Kind != BackendKind.Cpu || cpuSaid)
+        if (!device.Capabilities.Simulator || cpuSaid)
             return;
         cpuSaid = true;
         const string text = "qtip: note: the cpu backend is ILGPU's CPU simulator of a GPU: correct but slow (minutes where a GPU takes seconds). " +
@@ -33,6 +33,6 @@ public static class Notices
         if (File.Exists(path))
             return;
         Output.Line($"qtip: note: HYB needs its 512-entry LUT: built once by k-means on 2^20 points " +
-            $"({(device.Kind == BackendKind.Cpu ? "minutes on the CPU simulator" : "seconds on a GPU")}) and cached at {path} (${HybLut.CacheVariable} moves the cache).");
+            $"({(device.Capabilities.Simulator ? "minutes on the CPU simulator" : "seconds on a GPU")}) and cached at {path} (${HybLut.CacheVariable} moves the cache).");
     }
 }

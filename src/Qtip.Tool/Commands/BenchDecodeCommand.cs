@@ -156,7 +156,7 @@ public static class BenchDecodeCommand
             var window = Enumerable.Range(0, prefillCtx).Select(_ => rng.Next(3, shape.Vocab)).ToArray();
             model.WindowNll(window);
             var p = Stopwatch.StartNew();
-            int reps = device.Kind == BackendKind.Cpu ? 1 : 3;
+            int reps = device.Capabilities.Simulator ? 1 : 3;
             for (int i = 0; i < reps; i++)
                 model.WindowNll(window);
             prefillTps = reps * prefillCtx / p.Elapsed.TotalSeconds;
@@ -202,7 +202,7 @@ public static class BenchDecodeCommand
     /// <summary>Device-to-device copy bandwidth (read + write) of a 256 MiB buffer (16 MiB on the CPU simulator).</summary>
     private static double CopyBandwidth(QtipDevice device)
     {
-        long count = device.Kind == BackendKind.Cpu ? 4L << 20 : 64L << 20;
+        long count = device.Capabilities.Simulator ? 4L << 20 : 64L << 20;
         using var a = device.Accelerator.Allocate1D<float>(count);
         using var b = device.Accelerator.Allocate1D<float>(count);
         a.MemSetToZero();

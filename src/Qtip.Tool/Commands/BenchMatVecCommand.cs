@@ -61,7 +61,7 @@ public static class BenchMatVecCommand
         using var device = Backends.Open(kind, deviceIndex);
         Output.Line($"device: {device}");
         var acc = device.Accelerator;
-        long fillCount = device.Kind == BackendKind.Cpu ? 1L << 20 : 64L << 20;
+        long fillCount = device.Capabilities.Simulator ? 1L << 20 : 64L << 20;
         using var fa = acc.Allocate1D<float>(fillCount);
         using var fb = acc.Allocate1D<float>(fillCount);
         fa.MemSetToZero();

@@ -66,7 +66,7 @@ public static class DemoCommand
         var valid = Path.Combine(repo, "data", "corpus", "valid.txt");
         var calib = Path.Combine(repo, "data", "corpus", "calib.txt");
         using var device = Backends.Open(kind, deviceIndex);
-        bool cpu = device.Kind == BackendKind.Cpu;
+        bool cpu = device.Capabilities.Simulator;
         var code = codeText is null ? (cpu ? TrellisCodes.OneMad : TrellisCodes.Hyb) : QuantizeCommand.ParseCode(codeText);
         int l = lGiven ?? (cpu ? 12 : 16);
         int windows = windowsGiven ?? (cpu ? 8 : int.MaxValue);
