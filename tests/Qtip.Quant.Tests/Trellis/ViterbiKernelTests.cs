@@ -46,7 +46,7 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
     private List<Variant> Variants(int l, int kv, bool tabulated)
     {
         bool butterflies = l >= 2 * kv && kv <= Viterbi<OneMadCode>.MaxFanoutBits;
-        bool shuffles = Backend != BackendKind.OpenCL;
+        bool shuffles = Capabilities.WarpShuffles;
         int few = IsCpu ? 4 : 16;
         var list = new List<Variant> { new("global", MinimaLayout.Global), new("global-few-shared", MinimaLayout.Global, few, false, Interleave: true) };
         if (shuffles)
@@ -144,7 +144,7 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
         Assert.Contains(plans, p => p.Interleaved);
         Assert.Contains(plans, p => p.Minima == MinimaLayout.Global && !p.Interleaved);
         Assert.Contains(plans, p => p.Threads > 1 && !p.Shuffles);
-        if (Backend != BackendKind.OpenCL)
+        if (Capabilities.WarpShuffles)
             Assert.Contains(plans, p => p.Threads > 1 && p.Shuffles);
         Assert.Contains(plans, p => p.TableSymbols > 0 && p.Minima == MinimaLayout.FixedPoint);
         Assert.Contains(plans, p => p.TableSymbols > 0 && p.Interleaved);
