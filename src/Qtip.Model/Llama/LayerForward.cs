@@ -93,7 +93,7 @@ public sealed class LayerForward : IDisposable
 
         // xb (rows, qDim) = softmax(q·Kᵀ/√d, causal) · V, per head, GQA
         device.Get<Attention>().Apply(q, qDim, keyCache.View, valueCache.View, xbv, rows, 0,
-            c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s);
+            c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s, c.SlidingWindow);
         observer?.OnLinearInput(l, LinearInput.AttentionOutput, xbv.SubView(0, (long)rows * qDim), rows, qDim, s);
 
         // xb2 (rows, dim) = xb·Woᵀ

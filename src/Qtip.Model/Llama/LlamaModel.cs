@@ -163,12 +163,13 @@ public sealed partial class LlamaModel : IDisposable
                 }
                 var lw = new LayerWeights(inputNorm, postNorm);
                 layerList.Add(lw);
-                foreach (var kind in LlamaNames.LayerLinears)
+                foreach (var spec in c.Family.Linears)
                 {
-                    var (o, i) = LlamaNames.LinearShape(c, kind);
-                    lw.Linears[(int)kind] = checkpoint.Quip is { } quip
-                        ? Quantized.QtipLinear.FromCheckpoint(device, store, quip, LlamaNames.Linear(l, kind), o, i)
-                        : DenseLinear.FromCheckpoint(device, store, LlamaNames.Linear(l, kind), p);
+                    var (o, i) = spec.Shape(c);
+                    ILinearLayer linear = checkpoint.Quip is { } quip
+                        ? Quantized.QtipLinear.FromCheckpoint(device, store, quip, spec.WeightName(l), o, i)
+                        : DenseLinear.FromCheckpoint(device, store, spec.WeightName(l), p);
+                    lw.Linears[(int)spec.Kind] = spec.Bias ? BiasedLinear.FromCheckpoint(device, linear, store, spec.BiasName(l)) : linear;
                 }
             }
             norm = FiniteWeights.Upload(device, store, LlamaNames.FinalNorm);
@@ -191,7 +192,8 @@ public sealed partial class LlamaModel : IDisposable
 
     /// <summary>
     /// A model of <paramref name="config"/>'s shape with seeded random weights generated on the device (no host copy):
-    /// linears uniform with variance 1/in, the embedding uniform ±0.5, norms 1. For speed measurements.
+    /// linears uniform with variance 1/in, the embedding uniform ±0.5, norms 1, biases (where the family has them)
+    /// uniform ±0.5. For speed measurements.
     /// </summary>
     /// <param name="linearFactory">When given, makes each decoder-layer linear (layer, kind, out, in) instead of a dense
     /// random one, e.g. a random quantized linear (the output head stays dense).</param>
@@ -238,10 +240,17 @@ public sealed partial class LlamaModel : IDisposable
         for (int l = 0; l < layerWeights.Length; l++)
         {
             layerWeights[l] = new LayerWeights(Ones(config.HiddenSize), Ones(config.HiddenSize));
-            foreach (var kind in LlamaNames.LayerLinears)
+            foreach (var spec in config.Family.Linears)
             {
-                var (o, i) = LlamaNames.LinearShape(config, kind);
-                layerWeights[l].Linears[(int)kind] = linearFactory is not null ? linearFactory(l, kind, o, i) : Random(o, i);
+                var (o, i) = spec.Shape(config);
+                var linear = linearFactory is not null ? linearFactory(l, spec.Kind, o, i) : Random(o, i);
+                if (spec.Bias)
+                {
+                    var b = a.Allocate1D<float>(o);
+                    fill.Apply(b.View, next++, 0.5f);
+                    linear = new BiasedLinear(device, linear, b);
+                }
+                layerWeights[l].Linears[(int)spec.Kind] = linear;
             }
         }
         var head = config.TieWordEmbeddings
@@ -281,11 +290,11 @@ public sealed partial class LlamaModel : IDisposable
     {
         for (layer = 0; layer < layers.Length; layer++)
         {
-            foreach (var k in LlamaNames.LayerLinears)
+            foreach (var spec in Config.Family.Linears)
             {
-                if (LlamaNames.Linear(layer, k) == name)
+                if (spec.WeightName(layer) == name)
                 {
-                    kind = k;
+                    kind = spec.Kind;
                     return true;
                 }
             }
@@ -373,9 +382,9 @@ public sealed partial class LlamaModel : IDisposable
             device.Get<Rope>().Apply(q, qDim, k, kvDim, v, kvDim, keyCache[l].View, valueCache[l].View, ropeCos.View, ropeSin.View,
                 rows, pos0, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s);
 
-            // xb (rows, qDim) = softmax(q·Kᵀ/√d, causal) · V, per head, GQA
+            // xb (rows, qDim) = softmax(q·Kᵀ/√d, causal, within the sliding window if any) · V, per head, GQA
             device.Get<Attention>().Apply(q, qDim, keyCache[l].View, valueCache[l].View, xbv, rows, pos0,
-                c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s);
+                c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s, c.SlidingWindow);
             observer?.OnLinearInput(l, LinearInput.AttentionOutput, xbv.SubView(0, (long)rows * qDim), rows, qDim, s);
 
             // xb2 (rows, dim) = xb·Woᵀ
@@ -480,8 +489,8 @@ public sealed partial class LlamaModel : IDisposable
                 device.Get<Rope>().Apply(q, qDim, k, kvDim, v, kvDim, kc, vc, ropeCos.View, ropeSin.View, 1, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s);
             }
 
-            // xb (qDim) = softmax(q·Kᵀ/√d) · V over positions 0..position
-            device.Get<Attention>().Apply(q, qDim, kc, vc, xbv, 1, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s);
+            // xb (qDim) = softmax(q·Kᵀ/√d) · V over positions 0..position (within the sliding window if any)
+            device.Get<Attention>().Apply(q, qDim, kc, vc, xbv, 1, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s, c.SlidingWindow);
 
             // x += xb·Woᵀ
             pending = !AddInto(w.O, xbv, xv, xb2v);
@@ -589,7 +598,7 @@ public sealed partial class LlamaModel : IDisposable
             if (complete && QuantizedFusable(l))
             {
                 // Quantized layer: input RHTs with the norms, output RHTs with RoPE's input, the residual adds and SwiGLU.
-                result[l] = new LayerDecode(false, false, true, false, false, true, QuantizedLaunches: QuantizedLayerLaunches);
+                result[l] = new LayerDecode(false, false, true, false, false, true, QuantizedLaunches: QuantizedLayerLaunches(l));
                 continue;
             }
             bool qkvFusable = w.Q is DenseLinear q && w.K is DenseLinear k && w.V is DenseLinear v && q.CanFuseWith(k) && q.CanFuseWith(v);
