@@ -13,8 +13,8 @@ public static class LlamaFamily
     {
         ModelType = "llama",
         Architecture = "LlamaForCausalLM",
-        Linears = ModelFamilies.DecoderLinears(qkvBias: false),
-        QuantizationOrder = ModelFamilies.DecoderQuantizationOrder,
+        Linears = PreNormDecoder.Linears(qkvBias: false),
+        QuantizationOrder = PreNormDecoder.QuantizationOrder,
         ReadFacts = keys =>
         {
             if (keys.Bool("attention_bias") == true || keys.Bool("mlp_bias") == true)

@@ -13,8 +13,8 @@ public static class MistralFamily
     {
         ModelType = "mistral",
         Architecture = "MistralForCausalLM",
-        Linears = ModelFamilies.DecoderLinears(qkvBias: false),
-        QuantizationOrder = ModelFamilies.DecoderQuantizationOrder,
+        Linears = PreNormDecoder.Linears(qkvBias: false),
+        QuantizationOrder = PreNormDecoder.QuantizationOrder,
         ReadFacts = keys =>
         {
             int window = keys.Int("sliding_window") ?? 0;

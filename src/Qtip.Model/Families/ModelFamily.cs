@@ -63,17 +63,22 @@ public sealed record ModelFamily
 /// <summary>The families this build reads, by <c>model_type</c>.</summary>
 public static class ModelFamilies
 {
-    public static readonly IReadOnlyList<ModelFamily> All = [LlamaFamily.Spec, MistralFamily.Spec, Qwen2Family.Spec];
+    /// <summary>Every family (a property, so the specs' static initialisers never see this list half-built).</summary>
+    public static IReadOnlyList<ModelFamily> All => [LlamaFamily.Spec, MistralFamily.Spec, Qwen2Family.Spec];
 
     /// <summary>The family of <paramref name="modelType"/>, or null.</summary>
     public static ModelFamily? Find(string modelType) => All.FirstOrDefault(f => f.ModelType == modelType);
+}
 
+/// <summary>The pre-norm decoder layer the families share.</summary>
+internal static class PreNormDecoder
+{
     /// <summary>
     /// The pre-norm decoder layer the three families share: q, k, v, o (self_attn), gate, up, down (mlp), shapes from the
     /// config, q/k/v with a bias when <paramref name="qkvBias"/> (Qwen2). Quantization order: v, q, k (attention input),
     /// o, up, gate, down.
     /// </summary>
-    internal static LinearSpec[] DecoderLinears(bool qkvBias) =>
+    internal static LinearSpec[] Linears(bool qkvBias) =>
     [
         new(LinearKind.Q, "self_attn.q_proj", c => (c.QDim, c.HiddenSize), qkvBias, LinearInput.Attention),
         new(LinearKind.K, "self_attn.k_proj", c => (c.KvDim, c.HiddenSize), qkvBias, LinearInput.Attention),
@@ -84,6 +89,6 @@ public static class ModelFamilies
         new(LinearKind.Down, "mlp.down_proj", c => (c.HiddenSize, c.IntermediateSize), false, LinearInput.MlpHidden),
     ];
 
-    internal static readonly LinearKind[] DecoderQuantizationOrder =
+    internal static readonly LinearKind[] QuantizationOrder =
         [LinearKind.V, LinearKind.Q, LinearKind.K, LinearKind.O, LinearKind.Up, LinearKind.Gate, LinearKind.Down];
 }

@@ -14,8 +14,8 @@ public static class Qwen2Family
     {
         ModelType = "qwen2",
         Architecture = "Qwen2ForCausalLM",
-        Linears = ModelFamilies.DecoderLinears(qkvBias: true),
-        QuantizationOrder = ModelFamilies.DecoderQuantizationOrder,
+        Linears = PreNormDecoder.Linears(qkvBias: true),
+        QuantizationOrder = PreNormDecoder.QuantizationOrder,
         ReadFacts = keys =>
         {
             if (keys.Bool("use_sliding_window") == true)
