@@ -18,6 +18,7 @@ public sealed class BiasedLinear : ILinearLayer
 {
     private readonly QtipDevice device;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> bias; // (m)
+    private bool ownsBias = true;
 
     public BiasedLinear(QtipDevice device, ILinearLayer inner, MemoryBuffer1D<float, Stride1D.Dense> bias)
     {
@@ -56,6 +57,20 @@ public sealed class BiasedLinear : ILinearLayer
         }
     }
 
+    /// <summary>
+    /// The same bias over another product (e.g. a quantized reconstruction of the weight): the new linear takes the bias
+    /// over, and this one, left with none, disposes its old product.
+    /// </summary>
+    public BiasedLinear WithProduct(ILinearLayer product)
+    {
+        if (!ownsBias)
+            throw new InvalidOperationException("the bias was already handed to another linear");
+        var moved = new BiasedLinear(device, product, bias);
+        ownsBias = false;
+        Inner.Dispose();
+        return moved;
+    }
+
     public void Forward(ArrayView<float> x, ArrayView<float> y, int rows, AcceleratorStream stream)
     {
         Inner.Forward(x, y, rows, stream);
@@ -64,6 +79,8 @@ public sealed class BiasedLinear : ILinearLayer
 
     public void Dispose()
     {
+        if (!ownsBias)
+            return; // WithProduct disposed the product and handed the bias on
         Inner.Dispose();
         bias.Dispose();
     }

@@ -61,6 +61,22 @@ public sealed class DecoderLayer : IDisposable
         }
     }
 
+    /// <summary>
+    /// Replaces the weight of linear <paramref name="kind"/> by <paramref name="product"/> (same shape), keeping its bias
+    /// if it has one: what the sequential quantizer does with each reconstruction. The old product is disposed.
+    /// </summary>
+    public void ReplaceProduct(LinearKind kind, ILinearLayer product)
+    {
+        if (linears[(int)kind] is BiasedLinear b)
+        {
+            if (b.InFeatures != product.InFeatures || b.OutFeatures != product.OutFeatures)
+                throw new ArgumentException($"{LlamaNames.Linear(Index, kind)}: replacement is {product.OutFeatures}×{product.InFeatures}, expected {b.OutFeatures}×{b.InFeatures}", nameof(product));
+            linears[(int)kind] = b.WithProduct(product);
+            return;
+        }
+        this[kind] = product;
+    }
+
     public void Dispose()
     {
         InputNorm.Dispose();
