@@ -18,17 +18,22 @@ internal static class FamilyCheckpoints
 
     public const int Vocab = 64;
 
-    /// <summary>Writes checkpoint <paramref name="name"/> into <paramref name="dir"/>; returns the folder.</summary>
-    public static string Write(string dir, string name, int seed = 7)
+    /// <summary>
+    /// Writes checkpoint <paramref name="name"/> into <paramref name="dir"/>; returns the folder. <paramref name="quantizable"/>:
+    /// llama-nano's vocabulary and tokenizer files and widths that are multiples of 32 (hidden 64, MLP 128, q 64, k/v
+    /// 32), so the quantize pipeline (calibration text, HYB kernel layout) takes it.
+    /// </summary>
+    public static string Write(string dir, string name, int seed = 7, bool quantizable = false)
     {
+        int vocab = quantizable ? 8192 : Vocab;
         var config = new Dictionary<string, object?>
         {
-            ["hidden_size"] = 32,
-            ["intermediate_size"] = 64,
+            ["hidden_size"] = quantizable ? 64 : 32,
+            ["intermediate_size"] = quantizable ? 128 : 64,
             ["num_hidden_layers"] = 2,
             ["num_attention_heads"] = 4,
             ["num_key_value_heads"] = 2,
-            ["vocab_size"] = Vocab,
+            ["vocab_size"] = vocab,
             ["max_position_embeddings"] = 256,
             ["rms_norm_eps"] = 1e-5,
             ["bos_token_id"] = 1,
@@ -69,7 +74,7 @@ internal static class FamilyCheckpoints
         var w = new SafeTensorsWriter();
         int s = seed;
         float[] Scaled(int count, float scale) => Rng.Gaussian(count, s++).Select(v => v * scale).ToArray();
-        w.AddFloat32(LlamaNames.Embedding, Scaled(Vocab * c.HiddenSize, 1f), [Vocab, c.HiddenSize]);
+        w.AddFloat32(LlamaNames.Embedding, Scaled(vocab * c.HiddenSize, 1f), [vocab, c.HiddenSize]);
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
             w.AddFloat32(LlamaNames.InputNorm(l), Scaled(c.HiddenSize, 0.1f).Select(v => v + 1).ToArray(), [c.HiddenSize]);
@@ -84,8 +89,13 @@ internal static class FamilyCheckpoints
         }
         w.AddFloat32(LlamaNames.FinalNorm, Scaled(c.HiddenSize, 0.1f).Select(v => v + 1).ToArray(), [c.HiddenSize]);
         if (!c.TieWordEmbeddings)
-            w.AddFloat32(LlamaNames.LmHead, Scaled(Vocab * c.HiddenSize, 0.3f), [Vocab, c.HiddenSize]);
+            w.AddFloat32(LlamaNames.LmHead, Scaled(vocab * c.HiddenSize, 0.3f), [vocab, c.HiddenSize]);
         w.Write(Path.Combine(dir, TensorStore.SingleFile));
+        if (quantizable)
+        {
+            foreach (var f in new[] { "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json" })
+                File.Copy(Path.Combine(Fixtures.Nano, f), Path.Combine(dir, f));
+        }
         return dir;
     }
 
