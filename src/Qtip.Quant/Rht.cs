@@ -65,12 +65,12 @@ public sealed class Rht
     }
 
     /// <summary>In place, each of <paramref name="rows"/> activation rows: x ← Had_nᵀ (SU ⊙ x) · <paramref name="scale"/>.</summary>
-    public void RotateInput(ArrayView<float> x, int rows, int n, ArrayView<float> su, float scale = 1f) =>
-        hadamard.Apply(x, rows, n, transpose: true, inSign: su, scale: scale);
+    public void RotateInput(ArrayView<float> x, int rows, int n, ArrayView<float> su, float scale = 1f, AcceleratorStream? stream = null) =>
+        hadamard.Apply(x, rows, n, transpose: true, inSign: su, scale: scale, stream: stream);
 
     /// <summary>In place, each of <paramref name="rows"/> output rows: y ← SV ⊙ (Had_m y) · <paramref name="scale"/>.</summary>
-    public void UnrotateOutput(ArrayView<float> y, int rows, int m, ArrayView<float> sv, float scale = 1f) =>
-        hadamard.Apply(y, rows, m, transpose: false, outSign: sv, scale: scale);
+    public void UnrotateOutput(ArrayView<float> y, int rows, int m, ArrayView<float> sv, float scale = 1f, AcceleratorStream? stream = null) =>
+        hadamard.Apply(y, rows, m, transpose: false, outSign: sv, scale: scale, stream: stream);
 
     public QtipDevice Device => device;
 

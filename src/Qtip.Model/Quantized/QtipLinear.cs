@@ -6,6 +6,7 @@ using Qtip.Kernels.Runtime;
 using Qtip.Kernels.Trellis;
 using Qtip.Model.Checkpoint;
 using Qtip.Model.Llama;
+using Qtip.Quant;
 
 namespace Qtip.Model.Quantized;
 
@@ -30,6 +31,7 @@ public sealed class QtipLinear : ILinearLayer
     private readonly MemoryBuffer1D<float, Stride1D.Dense> su;       // (n)
     private readonly MemoryBuffer1D<float, Stride1D.Dense> sv;       // (m), Wscale folded in
     private readonly MemoryBuffer1D<float, Stride1D.Dense> table;    // the code's table (HYB LUT) or one unused float
+    private readonly Rht rht;
 
     public QtipLinear(QtipDevice device, int outFeatures, int inFeatures, QtipCodeSpec spec,
         ReadOnlySpan<short> trellisWords, ReadOnlySpan<float> su, ReadOnlySpan<float> sv, ReadOnlySpan<float> table)
@@ -41,6 +43,7 @@ public sealed class QtipLinear : ILinearLayer
         (MemoryBuffer1D<short, Stride1D.Dense> Trellis, MemoryBuffer1D<float, Stride1D.Dense> Su, MemoryBuffer1D<float, Stride1D.Dense> Sv, MemoryBuffer1D<float, Stride1D.Dense> Table) buffers)
     {
         this.device = device;
+        rht = new Rht(device);
         OutFeatures = outFeatures;
         InFeatures = inFeatures;
         Spec = spec;
@@ -132,22 +135,14 @@ public sealed class QtipLinear : ILinearLayer
             _ => TrellisCodeKind.Lut,
         };
         var spec = new QtipCodeSpec(code, quip.L, quip.K, quip.V, quip.KernelLayout ? TileLayoutKind.Kernel : TileLayoutKind.Generic);
-        var trellisInfo = store.Info(prefix + ".trellis");
-        var words = store.FileOf(prefix + ".trellis").ReadAs<short>(trellisInfo, SafeTensorsDType.I16);
-        var table = quip.TableRows > 0 ? store.ReadFloat32(prefix + ".tlut") : [];
-        var su = store.ReadFloat32(prefix + ".SU");
-        var sv = store.ReadFloat32(prefix + ".SV");
-        if (quip.TableRows > 0)
-            FiniteWeights.Check(table, store.Info(prefix + ".tlut"));
-        FiniteWeights.Check(su, store.Info(prefix + ".SU"));
-        FiniteWeights.Check(sv, store.Info(prefix + ".SV"));
+        var stored = QtipFormat.ReadLinear(store, prefix, hasTable: quip.TableRows > 0);
         try
         {
-            return new QtipLinear(device, outFeatures, inFeatures, spec, words, su, sv, table);
+            return new QtipLinear(device, outFeatures, inFeatures, spec, stored.Trellis, stored.Su, stored.Sv, stored.Table);
         }
         catch (ArgumentException e)
         {
-            throw new ModelFormatException(trellisInfo.File, prefix + ".trellis", e.Message);
+            throw new ModelFormatException(stored.TrellisInfo.File, prefix + QtipFormat.TrellisSuffix, e.Message);
         }
     }
 
@@ -163,11 +158,10 @@ public sealed class QtipLinear : ILinearLayer
         if (x.Length < xin || y.Length < (long)rows * OutFeatures)
             throw new ArgumentException($"quantized linear {OutFeatures}×{InFeatures}: x has {x.Length}, y has {y.Length} elements for {rows} rows");
         var scratch = device.Get<LinearScratch>();
-        var had = device.Get<Hadamard>();
         // x̃ = Had_nᵀ (SU ⊙ x)
         var xr = scratch.Input(xin);
         x.SubView(0, xin).CopyTo(stream, xr);
-        had.Apply(xr, rows, InFeatures, transpose: true, inSign: su.View, stream: stream);
+        rht.RotateInput(xr, rows, InFeatures, su.View, stream: stream);
         // ỹ = Ŵ x̃
         if (rows == 1)
         {
@@ -180,7 +174,19 @@ public sealed class QtipLinear : ILinearLayer
             device.Get<MatMul>().Apply(dense, xr, y, rows, OutFeatures, InFeatures, stream);
         }
         // y = SV ⊙ Had_m ỹ
-        had.Apply(y, rows, OutFeatures, transpose: false, outSign: sv.View, stream: stream);
+        rht.UnrotateOutput(y, rows, OutFeatures, sv.View, stream: stream);
+    }
+
+    /// <summary>W (m×n) as this linear computes it: diag(SV)·Had_m·Ŵ·Had_nᵀ·diag(SU), on the host (the --sequential
+    /// pipeline's reconstruction, equal to what a reload decodes).</summary>
+    public float[] DecodeWeight()
+    {
+        long count = (long)OutFeatures * InFeatures;
+        using var dense = device.Allocate1D<float>(count);
+        using var scratch = device.Allocate1D<float>(count);
+        DecodeDense(dense.View, device.Accelerator.DefaultStream);
+        rht.UnrotateWeight(dense.View, OutFeatures, InFeatures, su.View, sv.View, scratch.View);
+        return dense.GetAsArray1D();
     }
 
     /// <summary>Ŵ (m×n, the rotated, Wscale-free decoded matrix) into <paramref name="destination"/>.</summary>

@@ -169,7 +169,7 @@ public static class QuantizeCommand
                 });
         }
         Summary(report, opts, wall.Elapsed.TotalSeconds);
-        var jsonReport = QuantizePipeline.ReportJson(report, opts);
+        var jsonReport = report.ToJson(opts);
         jsonReport["device"] = device.ToString();
         jsonReport["wall_seconds"] = wall.Elapsed.TotalSeconds;
         Output.WriteJson(json, jsonReport);
