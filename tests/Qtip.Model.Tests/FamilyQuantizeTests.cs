@@ -45,13 +45,14 @@ public abstract class FamilyQuantizeTests(BackendKind backend) : BackendTest(bac
             : FamilyCheckpoints.Write(Path.Combine(work, name), name, quantizable: true);
 
     [Theory]
-    [InlineData("llama3")]
-    [InlineData("mistral")]
-    [InlineData("qwen2")]
-    [InlineData("mistral-tiny")]
-    [InlineData("qwen2-tiny")]
-    [InlineData("llama3-tiny")]
-    public void Quantizes_Evaluates_AndDecodes(string name)
+    [InlineData("llama3", false)]
+    [InlineData("mistral", false)]
+    [InlineData("qwen2", false)]
+    [InlineData("qwen2", true)] // --sequential: the calibration forward runs the reconstructions with their biases
+    [InlineData("mistral-tiny", false)]
+    [InlineData("qwen2-tiny", false)]
+    [InlineData("llama3-tiny", false)]
+    public void Quantizes_Evaluates_AndDecodes(string name, bool sequential)
     {
         var source = Source(name);
         var outDir = Path.Combine(work, name + "-q");
@@ -65,6 +66,7 @@ public abstract class FamilyQuantizeTests(BackendKind backend) : BackendTest(bac
             Bits = 2,
             Code = TrellisCodeKind.Hyb,
             L = 8, // a 256-state trellis: seconds on the CPU (L = 16 takes minutes)
+            Hessian = sequential ? HessianSource.Sequential : HessianSource.FullPrecision,
         };
         var report = new QuantizePipeline(Device, options).Run();
         Assert.Equal(7 * 2, report.Matrices.Count);
