@@ -89,6 +89,7 @@ public sealed class CheckpointTests : IDisposable
     [InlineData("mistral", "MistralForCausalLM", "\"sliding_window\": \"wide\"", 0, "\"sliding_window\" is \"wide\", not an integer")]
     [InlineData("qwen2", "Qwen2ForCausalLM", "\"use_sliding_window\": false, \"sliding_window\": 4096", 0, null)]
     [InlineData("qwen2", "Qwen2ForCausalLM", "\"use_sliding_window\": true", 0, "use_sliding_window: true is not supported")]
+    [InlineData("qwen2", "Qwen2ForCausalLM", "\"layer_types\": [\"full_attention\", \"sliding_attention\"]", 0, "layer_types holds 'sliding_attention'")]
     [InlineData("llama", "LlamaForCausalLM", "\"attention_bias\": true", 0, "attention_bias / mlp_bias are not supported")]
     public void FamilyKeys_ReadOrOneClearError(string modelType, string architecture, string keys, int window, string? error)
     {

@@ -11,18 +11,20 @@ namespace Qtip.Model.Tests;
 /// <summary>
 /// Each family through <c>qtip quantize</c>'s pipeline (HYB 2-bit, a few calibration windows) and back: the QTIP
 /// checkpoint (L = 8 for speed) opens as the same family (window kept), carries the biases unquantized and bit-exact under their
-/// original names, evaluates to a finite perplexity within <see cref="PerplexityFactor"/> of the FP one, and its fused
-/// decode (biases before RoPE, the window in the decode kernel) agrees with its prefill.
+/// original names, evaluates to a finite perplexity (log-perplexity within <see cref="NllFactor"/> of the FP one), and
+/// its fused decode (biases before RoPE, the window in the decode kernel) agrees with its prefill.
 /// </summary>
 public abstract class FamilyQuantizeTests(BackendKind backend) : BackendTest(backend), IDisposable
 {
     /// <summary>
-    /// Quantized perplexity ≤ this × the FP one on the first windows of the validation text. The random models are
-    /// untrained (ppl 10⁵, and 10¹³ for the synthetic Qwen2, whose tied N(0, 1) embedding spreads the logits over tens of
-    /// units); measured 2-bit HYB (L = 8) ratios on the CPU: synthetic llama3 1.19, mistral 1.07, qwen2 1.69. A wrong
-    /// layout, sign or a lost bias moves it by orders of magnitude.
+    /// Quantized log-perplexity (mean NLL) ≤ this × the FP one on the first windows of the validation text. The models
+    /// are untrained: their perplexities are 10⁵ (llama3, mistral) to 10²¹ (qwen2-tiny, whose tied N(0, 1) embedding
+    /// spreads the logits over tens of units), so a ratio of perplexities would say little; the mean NLL moves by 1–3 %.
+    /// Random Gaussian weights have no structure for 2 bits to keep: the quantized logits are 0.65–1.15 (relative L2)
+    /// away from the FP ones here, so closeness is not checked on these models (llama-nano's quantize tests and the
+    /// demo check it on trained weights); what is checked is that each family quantizes, stores, loads and runs.
     /// </summary>
-    private const double PerplexityFactor = 2.0;
+    private const double NllFactor = 1.1;
 
     /// <summary>Decode vs prefill of the same quantized model, relative to the largest logit (fp32 sums in other orders).</summary>
     private const double DecodeTolerance = 2e-4;
@@ -94,20 +96,18 @@ public abstract class FamilyQuantizeTests(BackendKind backend) : BackendTest(bac
 
         var stream = Fixtures.ValidTokens().Take(4 * Context).Select(t => (int)t).ToArray();
         var modelOptions = new ModelOptions { Precision = WeightPrecision.Float32, MaxContext = Context };
-        double fpNll, qNll;
-        using (var m = LlamaModel.Load(Device, fp, modelOptions))
-            fpNll = Perplexity.Evaluate(m, stream, Context, 4).MeanNll;
-        using (var m = LlamaModel.Load(Device, q, modelOptions))
-        {
-            qNll = Perplexity.Evaluate(m, stream, Context, 4).MeanNll;
-            int[] ids = [.. stream.Take(12)];
-            m.Prefill(ids);
-            double scale = Enumerable.Range(0, ids.Length).Max(r => m.ReadLogits(r).Max(Math.Abs));
-            ReferenceModelTests.CheckDecodeAgainstPrefill(m, ids, DecodeTolerance * scale);
-        }
+        using var fpModel = LlamaModel.Load(Device, fp, modelOptions);
+        using var qModel = LlamaModel.Load(Device, q, modelOptions);
+        double fpNll = Perplexity.Evaluate(fpModel, stream, Context, 4).MeanNll;
+        double qNll = Perplexity.Evaluate(qModel, stream, Context, 4).MeanNll;
         Assert.True(double.IsFinite(fpNll) && double.IsFinite(qNll));
-        Assert.True(Math.Exp(qNll) <= PerplexityFactor * Math.Exp(fpNll), $"{name}: quantized ppl {Math.Exp(qNll):F1} vs FP {Math.Exp(fpNll):F1}");
-        TestContext.Current.SendDiagnosticMessage($"{name}: ppl FP {Math.Exp(fpNll):F2}, HYB 2-bit {Math.Exp(qNll):F2} (×{Math.Exp(qNll - fpNll):F3})");
+        Assert.True(qNll <= NllFactor * fpNll, $"{name}: quantized mean NLL {qNll:F4} vs FP {fpNll:F4}");
+
+        int[] ids = [.. stream.Take(12)];
+        qModel.Prefill(ids);
+        double scale = Enumerable.Range(0, ids.Length).Max(r => qModel.ReadLogits(r).Max(Math.Abs));
+        ReferenceModelTests.CheckDecodeAgainstPrefill(qModel, ids, DecodeTolerance * scale);
+        TestContext.Current.SendDiagnosticMessage($"{name}: mean NLL FP {fpNll:F4}, HYB 2-bit {qNll:F4}");
     }
 }
 
