@@ -1,5 +1,4 @@
 using Qtip.Kernels.Runtime;
-using Qtip.Kernels.Trellis;
 using Qtip.Model.Checkpoint;
 using Qtip.Model.Llama;
 using Qtip.Model.Quantized;
@@ -66,7 +65,7 @@ public abstract class FamilyQuantizeTests(BackendKind backend) : BackendTest(bac
             CalibrationContext = Context,
             CalibrationWindows = 4,
             Bits = 2,
-            Code = TrellisCodeKind.Hyb,
+            Code = Qtip.Quant.Trellis.TrellisCodes.Hyb,
             L = 8, // a 256-state trellis: seconds on the CPU (L = 16 takes minutes)
             Hessian = sequential ? HessianSource.Sequential : HessianSource.FullPrecision,
         };

@@ -25,7 +25,7 @@ public sealed class OutputGuardTests : IDisposable
         CalibrationFile = Fixtures.Corpus("calib.txt"),
         Force = force,
         L = 8,
-        Code = Qtip.Kernels.Trellis.TrellisCodeKind.OneMad,
+        Code = Qtip.Quant.Trellis.TrellisCodes.OneMad,
     };
 
     private static OutputGuard Acquire(QuantizeOptions o, Func<string, long>? free = null)

@@ -1,7 +1,7 @@
 using ILGPU;
 using ILGPU.Runtime;
 using Qtip.Kernels.Runtime;
-using Qtip.Kernels.Trellis;
+using Qtip.Quant.Trellis;
 using Qtip.Model.Checkpoint;
 using Qtip.Model.Llama;
 using Qtip.Model.Quantized;
@@ -20,16 +20,16 @@ public abstract class QuantizedDecodeTests(BackendKind backend) : BackendTest(ba
     private const double Tolerance = 2e-4;
 
     [Theory]
-    [InlineData(TrellisCodeKind.Hyb, 2)]
-    [InlineData(TrellisCodeKind.Hyb, 4)]
-    [InlineData(TrellisCodeKind.ThreeInst, 3)]
-    [InlineData(TrellisCodeKind.OneMad, 2)]
-    public void DecodeStep_MatchesPrefillLogits(TrellisCodeKind code, int k)
+    [InlineData("hyb", 2)]
+    [InlineData("hyb", 4)]
+    [InlineData("3inst", 3)]
+    [InlineData("1mad", 2)]
+    public void DecodeStep_MatchesPrefillLogits(string codeName, int k)
     {
         var config = LlamaModel.SyntheticConfig(2, 64, 192, 4, 2, 97);
-        int v = Codes.ValuesPerState(code);
-        var spec = new QtipCodeSpec(code, 16, k, v, QtipCodeSpec.DefaultLayout(code, 16, v));
-        var table = code == TrellisCodeKind.Hyb ? Rng.Gaussian(2 * HybCode.Rows, seed: 4) : [];
+        var code = TrellisCodes.Find(codeName)!;
+        var spec = QtipCodeSpec.Default(code, 16, k);
+        var table = code.TableLength(16) > 0 ? Rng.Gaussian(code.TableLength(16), seed: 4) : [];
         using var model = LlamaModel.CreateRandom(Device, config, new ModelOptions { Precision = WeightPrecision.Float32, MaxContext = 16, MaxPrefillRows = 8 }, 3,
             (layer, kind, o, i) => QtipLinear.CreateRandom(Device, o, i, spec, table, (ulong)((layer * 10) + (int)kind + 1)));
         int[] ids = [5, 17, 3, 60, 42];
@@ -61,8 +61,9 @@ public abstract class QuantizedDecodeTests(BackendKind backend) : BackendTest(ba
             Family = Qtip.Model.Families.ModelFamilies.Find(family)!,
             SlidingWindow = family == "mistral" ? 3 : 0,
         };
-        var spec = new QtipCodeSpec(TrellisCodeKind.Hyb, 16, 2, 2, QtipCodeSpec.DefaultLayout(TrellisCodeKind.Hyb, 16, 2));
-        var table = Rng.Gaussian(2 * HybCode.Rows, seed: 4);
+        var code = TrellisCodes.Find("hyb")!;
+        var spec = QtipCodeSpec.Default(code, 16, 2);
+        var table = Rng.Gaussian(code.TableLength(16), seed: 4);
         using var model = LlamaModel.CreateRandom(Device, config, new ModelOptions { Precision = WeightPrecision.Float32, MaxContext = 16, MaxPrefillRows = 8 }, 3,
             (layer, kind, o, i) => QtipLinear.CreateRandom(Device, o, i, spec, table, (ulong)((layer * 10) + (int)kind + 1)));
         Assert.Equal(family == "qwen2", model.GetLinear(0, LinearKind.Q) is BiasedLinear);

@@ -89,33 +89,40 @@ public readonly struct HostTable(float[] data) : ICodeTable
 /// word itself. <see cref="Codes.Decode{TCode,TTable}"/> is the one decode function every kernel and every CPU
 /// reference calls. Implementations are field-less structs used as generic type arguments, so each kernel is
 /// specialised per code at compile time.
+/// <para>Beside its decode a code states its facts (host only; kernels never read them): its name, how the checkpoint
+/// names it, its table, how many symbols a kernel tabulates, its tile layout. The registry (Qtip.Quant's
+/// <c>TrellisCodes</c>) holds one row per code struct and is the one place that dispatches on codes.</para>
 /// </summary>
 public interface ITrellisCode
 {
     /// <summary>Values per state (1 or 2).</summary>
     int V { get; }
 
+    /// <summary>The name the CLI and <c>quantization_config.code</c> use ("hyb"); name and V identify a registered code.</summary>
+    string Name { get; }
+
+    /// <summary><c>quip_params.decode_mode</c> ("quantlut_sym" for HYB, as the reference spells it).</summary>
+    string DecodeMode { get; }
+
+    /// <summary>log2 of the rows of the code's table for an L-bit trellis (<c>quip_params.tlut_bits</c>; the table is
+    /// rows × V floats); 0 when the code has no table.</summary>
+    int TableBits(int l);
+
+    /// <summary>log2 of the number of distinct symbols a kernel must tabulate to cover every state of an L-bit trellis,
+    /// or 32 when the symbol is a free 32-bit word (decoded arithmetically per state).</summary>
+    int SymbolBits(int l);
+
+    /// <summary>The tile layout the checkpoint stores the trellis in for an L-bit trellis.</summary>
+    TileLayoutKind DefaultLayout(int l);
+
+    /// <summary>The Wscale override this code quantizes with; 0 for the bit width's default.</summary>
+    double ScaleOverride { get; }
+
     /// <summary>The state's symbol (32-bit wrap-around arithmetic on the zero-extended state).</summary>
     uint Symbol(uint state);
 
     /// <summary>The V values of a symbol (<paramref name="v1"/> is 0 for V = 1).</summary>
     void Value<TTable>(uint symbol, TTable table, out float v0, out float v1) where TTable : struct, ICodeTable;
-}
-
-/// <summary>Which code. Kernel sets are specialised per code struct; this enum names them on the host.</summary>
-public enum TrellisCodeKind
-{
-    /// <summary>1MAD (V = 1): LCG step, byte sum, centred and scaled (spec §2).</summary>
-    OneMad,
-
-    /// <summary>3INST (V = 1): LCG step, mask/xor into two fp16 halves, their fp16 sum (spec §2).</summary>
-    ThreeInst,
-
-    /// <summary>HYB (V = 2, Q = 9): hash s·(s+1), 512-row LUT of 2-D points, sign flip on component 0.</summary>
-    Hyb,
-
-    /// <summary>Random Gaussian table of 2^L × V values (the paper's RPTC baseline).</summary>
-    Lut,
 }
 
 /// <summary>1MAD: u = 34038481·s + 76625530; symbol = sum of u's four bytes (0…1020); value = (t − 510)/147.800537109375.</summary>
@@ -128,6 +135,18 @@ public readonly struct OneMadCode : ITrellisCode
     public const float Divisor = 147.800537109375f;
 
     public int V => 1;
+
+    public string Name => "1mad";
+
+    public string DecodeMode => "1mad";
+
+    public int TableBits(int l) => 0;
+
+    public int SymbolBits(int l) => 10;
+
+    public TileLayoutKind DefaultLayout(int l) => TileLayoutKind.Generic;
+
+    public double ScaleOverride => 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public uint Symbol(uint state)
@@ -158,6 +177,18 @@ public readonly struct ThreeInstCode : ITrellisCode
     public const uint Pattern = 0x3B603B60u;
 
     public int V => 1;
+
+    public string Name => "3inst";
+
+    public string DecodeMode => "3inst";
+
+    public int TableBits(int l) => 0;
+
+    public int SymbolBits(int l) => 32;
+
+    public TileLayoutKind DefaultLayout(int l) => TileLayoutKind.Generic;
+
+    public double ScaleOverride => 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public uint Symbol(uint state) => (((state * Multiplier) + Increment) & Mask) ^ Pattern;
@@ -205,6 +236,19 @@ public readonly struct HybCode : ITrellisCode
 
     public int V => 2;
 
+    public string Name => "hyb";
+
+    public string DecodeMode => "quantlut_sym";
+
+    public int TableBits(int l) => Q;
+
+    public int SymbolBits(int l) => Q + 1;
+
+    /// <summary>The reference CUDA kernel's layout at L = 16 (Q = 9, V = 2), else generic.</summary>
+    public TileLayoutKind DefaultLayout(int l) => l == 16 ? TileLayoutKind.Kernel : TileLayoutKind.Generic;
+
+    public double ScaleOverride => 0;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public uint Symbol(uint state) => ((state * (state + 1u)) >> (15 - Q)) & ((2u << Q) - 1u);
 
@@ -223,6 +267,18 @@ public readonly struct Lut1Code : ITrellisCode
 {
     public int V => 1;
 
+    public string Name => "lut";
+
+    public string DecodeMode => "lut";
+
+    public int TableBits(int l) => l;
+
+    public int SymbolBits(int l) => l;
+
+    public TileLayoutKind DefaultLayout(int l) => TileLayoutKind.Generic;
+
+    public double ScaleOverride => 0;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public uint Symbol(uint state) => state;
 
@@ -239,6 +295,18 @@ public readonly struct Lut2Code : ITrellisCode
 {
     public int V => 2;
 
+    public string Name => "lut";
+
+    public string DecodeMode => "lut";
+
+    public int TableBits(int l) => l;
+
+    public int SymbolBits(int l) => l;
+
+    public TileLayoutKind DefaultLayout(int l) => TileLayoutKind.Generic;
+
+    public double ScaleOverride => 0;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public uint Symbol(uint state) => state;
 
@@ -250,7 +318,7 @@ public readonly struct Lut2Code : ITrellisCode
     }
 }
 
-/// <summary>The one decode function, and host-side facts about each code.</summary>
+/// <summary>The one decode function.</summary>
 public static class Codes
 {
     /// <summary>State → its V values: <c>Value(Symbol(state))</c>.</summary>
@@ -261,50 +329,5 @@ public static class Codes
     {
         var code = default(TCode);
         code.Value(code.Symbol(state), table, out v0, out v1);
-    }
-
-    /// <summary>Values per state of a code (the LUT code takes <paramref name="lutV"/>).</summary>
-    public static int ValuesPerState(TrellisCodeKind kind, int lutV = 1) => kind switch
-    {
-        TrellisCodeKind.OneMad or TrellisCodeKind.ThreeInst => 1,
-        TrellisCodeKind.Hyb => 2,
-        TrellisCodeKind.Lut => lutV,
-        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown code"),
-    };
-
-    /// <summary>
-    /// log2 of the number of distinct symbols a kernel must tabulate to cover every state of an L-bit trellis, or
-    /// 32 when the symbol is a free 32-bit word (3INST, decoded arithmetically per state).
-    /// </summary>
-    public static int SymbolBits(TrellisCodeKind kind, int l) => kind switch
-    {
-        TrellisCodeKind.OneMad => 10,
-        TrellisCodeKind.ThreeInst => 32,
-        TrellisCodeKind.Hyb => HybCode.Q + 1,
-        TrellisCodeKind.Lut => l,
-        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown code"),
-    };
-
-    /// <summary>Floats in the code's table for an L-bit trellis (0 when it has none).</summary>
-    public static int TableLength(TrellisCodeKind kind, int l, int v) => kind switch
-    {
-        TrellisCodeKind.Hyb => 2 * HybCode.Rows,
-        TrellisCodeKind.Lut => (1 << l) * v,
-        _ => 0,
-    };
-
-    /// <summary>Host decode of one state, dispatching on the kind (for references and statistics).</summary>
-    public static void DecodeHost(TrellisCodeKind kind, int v, uint state, float[]? table, out float v0, out float v1)
-    {
-        var t = new HostTable(table ?? []);
-        switch (kind)
-        {
-            case TrellisCodeKind.OneMad: Decode<OneMadCode, HostTable>(state, t, out v0, out v1); break;
-            case TrellisCodeKind.ThreeInst: Decode<ThreeInstCode, HostTable>(state, t, out v0, out v1); break;
-            case TrellisCodeKind.Hyb: Decode<HybCode, HostTable>(state, t, out v0, out v1); break;
-            case TrellisCodeKind.Lut when v == 1: Decode<Lut1Code, HostTable>(state, t, out v0, out v1); break;
-            case TrellisCodeKind.Lut: Decode<Lut2Code, HostTable>(state, t, out v0, out v1); break;
-            default: throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown code");
-        }
     }
 }

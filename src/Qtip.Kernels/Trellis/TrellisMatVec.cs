@@ -341,6 +341,18 @@ public readonly struct Tabulated<TCode> : ITrellisCode
 {
     public int V => default(TCode).V;
 
+    public string Name => default(TCode).Name;
+
+    public string DecodeMode => default(TCode).DecodeMode;
+
+    public int TableBits(int l) => default(TCode).TableBits(l);
+
+    public int SymbolBits(int l) => default(TCode).SymbolBits(l);
+
+    public TileLayoutKind DefaultLayout(int l) => default(TCode).DefaultLayout(l);
+
+    public double ScaleOverride => default(TCode).ScaleOverride;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public uint Symbol(uint state) => default(TCode).Symbol(state);
 

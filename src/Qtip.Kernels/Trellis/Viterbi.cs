@@ -220,7 +220,7 @@ public sealed class Viterbi<TCode> : IKernelSet<Viterbi<TCode>> where TCode : st
     public bool ShufflesSupported => device.Kind != BackendKind.OpenCL;
 
     /// <summary>
-    /// Chooses the launch for (L, K, T) of this code. <paramref name="symbolBits"/>: <see cref="Codes.SymbolBits"/>.
+    /// Chooses the launch for (L, K, T) of this code. <paramref name="symbolBits"/>: the code's <see cref="ITrellisCode.SymbolBits"/>.
     /// <paramref name="memoryBudget"/> bounds the scratch (back-pointers and global minima) of all slots;
     /// <paramref name="maxThreads"/> caps the group size (0: the device's maximum, at most 1024; on the CPU accelerator
     /// <see cref="CpuThreads"/>). <paramref name="overrides"/> forces choices the plan would otherwise make: the

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Qtip.Kernels.Trellis;
+using Qtip.Quant.Trellis;
 
 namespace Qtip.Model.Checkpoint;
 
@@ -7,9 +8,10 @@ namespace Qtip.Model.Checkpoint;
 /// The <c>quip_params</c> block a QTIP-quantized checkpoint's config.json carries (written by the reference's hfize
 /// and by <c>qtip quantize</c>; docs/FORMAT.md): trellis state bits L, bits per weight K, values per state V, the
 /// LUT size, the decode mode and the tile shape. <see cref="Read"/> checks every field against what the kernels
-/// support, before any device work: L in [2, 16], K in [1, 4], K·V &lt; L, V = 2 for <c>quantlut_sym</c> (HYB, whose
-/// LUT has 2^9 rows: tlut_bits 9), V = 1 for <c>1mad</c> and <c>3inst</c>, tlut_bits = L for <c>lut</c>; and, when
-/// config.json also has a <c>quantization_config</c> written by qtip, that the two agree.
+/// support, before any device work: L in [2, 16], K in [1, 4], K·V &lt; L, a decode mode and V of a code in
+/// <see cref="TrellisCodes"/> (HYB is <c>quantlut_sym</c>, V = 2; 1mad and 3inst V = 1; lut V = 1 or 2), tlut_bits equal
+/// to the code's table bits when it has a table (HYB: 9; lut: L); and, when config.json also has a
+/// <c>quantization_config</c> written by qtip, that the two agree. <see cref="Code"/> is the code they name.
 /// </summary>
 public sealed record QuipParams(int L, int K, int V, int TlutBits, string DecodeMode, int TdX, int TdY)
 {
@@ -59,25 +61,30 @@ public sealed record QuipParams(int L, int K, int V, int TlutBits, string Decode
     {
         if (TdX != 16 || TdY != 16)
             throw Bad(configPath, $"quip_params tile {TdX}×{TdY} is not supported (16×16 only)");
-        if (DecodeMode is not ("quantlut_sym" or "1mad" or "3inst" or "lut"))
-            throw Bad(configPath, $"quip_params.decode_mode '{DecodeMode}' is not supported (quantlut_sym, 1mad, 3inst, lut)");
+        if (!TrellisCodes.IsDecodeMode(DecodeMode))
+            throw Bad(configPath, $"quip_params.decode_mode '{DecodeMode}' is not supported ({TrellisCodes.DecodeModes})");
         if (L < TrellisShape.MinL || L > TrellisShape.MaxL)
             throw Bad(configPath, $"quip_params.L = {L} is outside [{TrellisShape.MinL}, {TrellisShape.MaxL}]");
         if (K < TrellisShape.MinK || K > TrellisShape.MaxK)
             throw Bad(configPath, $"quip_params.K = {K} bits per weight is outside [{TrellisShape.MinK}, {TrellisShape.MaxK}]");
         if (V is not (1 or 2))
             throw Bad(configPath, $"quip_params.V = {V} is not supported (1 or 2 values per state)");
-        int wantV = DecodeMode switch { "quantlut_sym" => 2, "1mad" or "3inst" => 1, _ => V };
-        if (V != wantV)
+        if (TrellisCodes.FromDecodeMode(DecodeMode, V) is null)
+        {
+            int wantV = TrellisCodes.All.First(c => c.DecodeMode == DecodeMode).V;
             throw Bad(configPath, $"quip_params.V = {V} does not fit decode_mode '{DecodeMode}', which decodes {wantV} value{(wantV == 1 ? "" : "s")} per state");
+        }
         if (K * V >= L)
             throw Bad(configPath, $"quip_params K·V = {K * V} must be below L = {L}");
         if (TlutBits < 0 || TlutBits > TrellisShape.MaxL)
             throw Bad(configPath, $"quip_params.tlut_bits = {TlutBits} is outside [0, {TrellisShape.MaxL}]");
-        if (DecodeMode == "quantlut_sym" && TlutBits != HybCode.Q)
-            throw Bad(configPath, $"quip_params.tlut_bits = {TlutBits}: decode_mode 'quantlut_sym' (HYB) is implemented for a {1 << HybCode.Q}-row LUT only (tlut_bits {HybCode.Q})");
-        if (DecodeMode == "lut" && TlutBits != L)
-            throw Bad(configPath, $"quip_params.tlut_bits = {TlutBits}: decode_mode 'lut' reads one table row per state, so tlut_bits must equal L = {L}");
+        int tableBits = Code.TableBits(L);
+        if (tableBits > 0 && TlutBits != tableBits)
+        {
+            throw Bad(configPath, tableBits == L
+                ? $"quip_params.tlut_bits = {TlutBits}: decode_mode '{DecodeMode}' reads one table row per state, so tlut_bits must equal L = {L}"
+                : $"quip_params.tlut_bits = {TlutBits}: decode_mode '{DecodeMode}' ({Code.Name}) is implemented for a {1 << tableBits}-row table only (tlut_bits {tableBits})");
+        }
     }
 
     /// <summary>Refuses a <c>quantization_config</c> (as qtip writes it) that contradicts these parameters.</summary>
@@ -96,18 +103,28 @@ public sealed record QuipParams(int L, int K, int V, int TlutBits, string Decode
         Same("K", K);
         Same("L", L);
         Same("V", V);
-        if (DecodeMode == "quantlut_sym")
+        if (Code.TableBits(L) > 0)
             Same("Q", TlutBits);
-        string code = DecodeMode switch { "quantlut_sym" => "hyb", "lut" => "lut", _ => DecodeMode };
+        string code = Code.Name;
         if (qc.TryGetProperty("code", out var c) && c.ValueKind == JsonValueKind.String && c.GetString() != code)
             throw Bad(configPath, $"quantization_config.code '{c.GetString()}' disagrees with quip_params.decode_mode '{DecodeMode}' (code '{code}')");
     }
 
+    /// <summary>The code (after <see cref="Validate"/>: a registered decode mode and V).</summary>
+    public TrellisCodeInfo Code => TrellisCodes.FromDecodeMode(DecodeMode, V)
+        ?? throw new InvalidOperationException($"quip_params: no code has decode_mode '{DecodeMode}' with V = {V}");
+
+    /// <summary>The quip_params of a checkpoint of <paramref name="code"/> at L and K (16×16 tiles).</summary>
+    public static QuipParams For(TrellisCodeInfo code, int l, int k) => new(l, k, code.V, code.TableBits(l), code.DecodeMode, 16, 16);
+
+    /// <summary>The stored tile layout: the code's default (the reference CUDA kernel's layout for HYB at L = 16).</summary>
+    public TileLayoutKind Layout => Code.DefaultLayout(L);
+
     /// <summary>True when the trellis uses the reference CUDA kernel's layout (HYB at L = 16, Q = 9, V = 2).</summary>
-    public bool KernelLayout => DecodeMode == "quantlut_sym" && L == 16 && V == 2 && TlutBits == 9;
+    public bool KernelLayout => Layout == TileLayoutKind.Kernel;
 
     /// <summary>Rows of the per-linear <c>tlut</c> tensor (0 when the code has none).</summary>
-    public int TableRows => DecodeMode is "quantlut_sym" or "lut" ? 1 << TlutBits : 0;
+    public int TableRows => Code.TableRows(L);
 
     private static string Raw(JsonElement v)
     {

@@ -22,13 +22,6 @@ public sealed record StorageSummary(long Parameters, long StoredElements, long D
     /// <summary>Stored bits per model parameter, everything included (embeddings, head, norms).</summary>
     public double TotalBitsPerWeight => Parameters == 0 ? 0 : (double)TotalBits / Parameters;
 
-    /// <summary>The code name of a <c>decode_mode</c>: quantlut_sym is HYB.</summary>
-    public static string CodeName(string decodeMode) => decodeMode switch
-    {
-        "quantlut_sym" => "hyb",
-        var other => other,
-    };
-
     public static StorageSummary Of(LlamaCheckpoint ckpt)
     {
         var c = ckpt.Config;
@@ -70,7 +63,7 @@ public sealed record StorageSummary(long Parameters, long StoredElements, long D
             if (!counted.Contains(t.Name))
                 parameters += t.ElementCount;
         }
-        string? code = ckpt.Quip is { } q ? CodeName(q.DecodeMode) : null;
+        string? code = ckpt.Quip?.Code.Name;
         return new StorageSummary(parameters, stored, decoderWeights, decoderBits, totalBits, code);
     }
 

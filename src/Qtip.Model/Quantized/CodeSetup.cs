@@ -33,25 +33,13 @@ internal sealed class CodeSetup : IDisposable
 
     public static CodeSetup Create(QtipDevice device, QuantizeOptions o, LlamaConfig config)
     {
-        float[]? lut = null;
-        TrellisCodebook book;
-        switch (o.Code)
-        {
-            case TrellisCodeKind.Hyb:
-                // Spec §12: the LUT is rounded to the model dtype before the search.
-                lut = QtipFormat.RoundTable(HybLut.GetOrCreate(device), config.TorchDtype);
-                book = TrellisCodebook.Hyb(lut);
-                break;
-            case TrellisCodeKind.OneMad:
-                book = TrellisCodebook.OneMad();
-                break;
-            case TrellisCodeKind.ThreeInst:
-                book = TrellisCodebook.ThreeInst();
-                break;
-            default:
-                throw new ArgumentException($"code {o.Code} cannot be written to a checkpoint");
-        }
-        var spec = new QtipCodeSpec(o.Code, o.L, o.Bits, o.V, QtipCodeSpec.DefaultLayout(o.Code, o.L, o.V));
+        var code = o.Code;
+        // Spec §12: the table is rounded to the model dtype before the search (QtipFormat's storage rule).
+        float[]? lut = code.TableBits(o.L) > 0
+            ? QtipFormat.RoundTable(code.MakeTable?.Invoke(device, o.L) ?? throw new ArgumentException($"code {code.Name} cannot be written to a checkpoint: no table maker"), config.TorchDtype)
+            : null;
+        var book = TrellisCodebook.For(code, lut, o.L);
+        var spec = QtipCodeSpec.Default(code, o.L, o.Bits);
         // The pipeline checks the weights for NaN/Inf once on the host; no per-call check (and sync) in the search.
         var q = new TrellisQuantizer(device, book, o.L, o.Bits, options: new TrellisQuantizerOptions(ValidateTargets: false));
         return new CodeSetup(device, spec, q, lut, book.Rms(o.L));

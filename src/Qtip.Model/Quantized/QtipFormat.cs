@@ -133,7 +133,7 @@ public static class QtipFormat
             ["K"] = options.Bits,
             ["L"] = options.Method == QuantizeMethod.Rtn ? null : options.L,
             ["V"] = options.V,
-            ["Q"] = options.Code == TrellisCodeKind.Hyb ? HybCode.Q : null,
+            ["Q"] = options.Code.TableBits(options.L) is > 0 and var q ? q : null,
             ["layout"] = layout == TileLayoutKind.Kernel ? "kernel" : "generic",
             ["tile"] = new JsonArray(16, 16),
             ["seed"] = options.Seed,

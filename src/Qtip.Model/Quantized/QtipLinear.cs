@@ -7,15 +7,18 @@ using Qtip.Kernels.Trellis;
 using Qtip.Model.Checkpoint;
 using Qtip.Model.Llama;
 using Qtip.Quant;
+using Qtip.Quant.Trellis;
 
 namespace Qtip.Model.Quantized;
 
-/// <summary>How a quantized linear's trellis is to be read: code, state bits L, bits per weight K, values per state V, layout.</summary>
-public sealed record QtipCodeSpec(TrellisCodeKind Code, int L, int K, int V, TileLayoutKind Layout)
+/// <summary>How a quantized linear's trellis is to be read: code, state bits L, bits per weight K, layout.</summary>
+public sealed record QtipCodeSpec(TrellisCodeInfo Code, int L, int K, TileLayoutKind Layout)
 {
-    /// <summary>The layout the reference uses: the kernel layout for HYB at L = 16 (Q = 9, V = 2), else generic.</summary>
-    public static TileLayoutKind DefaultLayout(TrellisCodeKind code, int l, int v) =>
-        code == TrellisCodeKind.Hyb && l == 16 && v == 2 ? TileLayoutKind.Kernel : TileLayoutKind.Generic;
+    /// <summary>Values per state of the code.</summary>
+    public int V => Code.V;
+
+    /// <summary>The code at L and K in its default layout (the reference's: the kernel layout for HYB at L = 16).</summary>
+    public static QtipCodeSpec Default(TrellisCodeInfo code, int l, int k) => new(code, l, k, code.DefaultLayout(l));
 }
 
 /// <summary>
@@ -59,6 +62,8 @@ public sealed class QtipLinear : ILinearLayer
             throw new ArgumentException($"quantized linear {outFeatures}×{inFeatures} is not made of 16×16 tiles");
         HadamardMatrices.SmallFactor(outFeatures);
         HadamardMatrices.SmallFactor(inFeatures);
+        if (spec.Layout == TileLayoutKind.Kernel && spec.V != 2)
+            throw new ArgumentException($"code {spec.Code.Name} (V = {spec.V}): the kernel tile layout holds pairs of values (V = 2)");
         long words = (long)(outFeatures / 16) * (inFeatures / 16) * 16 * spec.K;
         if (trellisWords != words)
             throw new ArgumentException($"trellis has {trellisWords} words, a {outFeatures}×{inFeatures} matrix at K = {spec.K} needs {words}");
@@ -127,14 +132,7 @@ public sealed class QtipLinear : ILinearLayer
     public static QtipLinear FromCheckpoint(QtipDevice device, TensorStore store, QuipParams quip, string weightName, int outFeatures, int inFeatures)
     {
         string prefix = LlamaNames.QuantizedPrefix(weightName);
-        var code = quip.DecodeMode switch
-        {
-            "quantlut_sym" => TrellisCodeKind.Hyb,
-            "1mad" => TrellisCodeKind.OneMad,
-            "3inst" => TrellisCodeKind.ThreeInst,
-            _ => TrellisCodeKind.Lut,
-        };
-        var spec = new QtipCodeSpec(code, quip.L, quip.K, quip.V, quip.KernelLayout ? TileLayoutKind.Kernel : TileLayoutKind.Generic);
+        var spec = new QtipCodeSpec(quip.Code, quip.L, quip.K, quip.Layout);
         var stored = QtipFormat.ReadLinear(store, prefix, hasTable: quip.TableRows > 0);
         try
         {
@@ -200,48 +198,34 @@ public sealed class QtipLinear : ILinearLayer
         ForCode(new MatVecOp(this, xr, y, stream));
 
     /// <summary>An operation over the stored trellis, instantiated for the code and layout type arguments.</summary>
-    private interface ICodeOp
+    private interface ILayoutOp
     {
         void Run<TCode, TLayout>() where TCode : struct, ITrellisCode where TLayout : struct, IStreamOrderLayout;
     }
 
-    /// <summary>Runs <paramref name="op"/> with the code and layout structs of <see cref="Spec"/>: the one place that maps them.</summary>
-    private void ForCode<TOp>(TOp op) where TOp : ICodeOp
+    /// <summary>Runs <paramref name="op"/> with the code struct of <see cref="Spec"/> (the registry's dispatch) and its layout.</summary>
+    private void ForCode<TOp>(TOp op) where TOp : ILayoutOp => Spec.Code.Run(new WithLayout<TOp>(op, Spec.Layout));
+
+    /// <summary>The layout half of the dispatch: a kernel-layout trellis was moved to stream order at load (<see cref="ToStreamOrder"/>).</summary>
+    private readonly struct WithLayout<TOp>(TOp op, TileLayoutKind layout) : ICodeOp where TOp : ILayoutOp
     {
-        var s = Spec;
-        switch (s.Code, s.Layout)
+        public void Run<TCode>() where TCode : struct, ITrellisCode
         {
-            case (TrellisCodeKind.Hyb, TileLayoutKind.Kernel):
-                op.Run<HybCode, KernelStreamLayout>(); // moved there at load (ToStreamOrder)
-                break;
-            case (TrellisCodeKind.Hyb, _):
-                op.Run<HybCode, GenericLayout>();
-                break;
-            case (TrellisCodeKind.OneMad, _):
-                op.Run<OneMadCode, GenericLayout>();
-                break;
-            case (TrellisCodeKind.ThreeInst, _):
-                op.Run<ThreeInstCode, GenericLayout>();
-                break;
-            case (TrellisCodeKind.Lut, _) when s.V == 1:
-                op.Run<Lut1Code, GenericLayout>();
-                break;
-            case (TrellisCodeKind.Lut, _):
-                op.Run<Lut2Code, GenericLayout>();
-                break;
-            default:
-                throw new InvalidOperationException($"no trellis kernels for {s}");
+            if (layout == TileLayoutKind.Kernel)
+                op.Run<TCode, KernelStreamLayout>();
+            else
+                op.Run<TCode, GenericLayout>();
         }
     }
 
-    private readonly struct DecodeOp(QtipLinear q, ArrayView<float> destination, AcceleratorStream stream) : ICodeOp
+    private readonly struct DecodeOp(QtipLinear q, ArrayView<float> destination, AcceleratorStream stream) : ILayoutOp
     {
         public void Run<TCode, TLayout>() where TCode : struct, ITrellisCode where TLayout : struct, IStreamOrderLayout =>
             q.device.Get<TrellisDecode<TCode, TLayout>>().Apply(q.trellis.View, (q.OutFeatures / 16) * (q.InFeatures / 16), q.Spec.L, q.Spec.K, 256,
                 DecodeOutput.Matrix, q.table.View, destination, default, q.OutFeatures, q.InFeatures, stream);
     }
 
-    private readonly struct MatVecOp(QtipLinear q, ArrayView<float> xr, ArrayView<float> y, AcceleratorStream stream) : ICodeOp
+    private readonly struct MatVecOp(QtipLinear q, ArrayView<float> xr, ArrayView<float> y, AcceleratorStream stream) : ILayoutOp
     {
         public void Run<TCode, TLayout>() where TCode : struct, ITrellisCode where TLayout : struct, IStreamOrderLayout =>
             q.device.Get<TrellisMatVec<TCode, TLayout>>().Apply(q.trellis.View, q.OutFeatures, q.InFeatures, q.Spec.L, q.Spec.K, q.table.View, xr, y, stream);

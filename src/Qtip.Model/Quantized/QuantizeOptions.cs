@@ -1,5 +1,5 @@
 using Qtip.Kernels;
-using Qtip.Kernels.Trellis;
+using Qtip.Quant.Trellis;
 
 namespace Qtip.Model.Quantized;
 
@@ -32,7 +32,8 @@ public sealed record QuantizeOptions
 
     public int Bits { get; init; } = 2;
 
-    public TrellisCodeKind Code { get; init; } = TrellisCodeKind.Hyb;
+    /// <summary>The trellis code (a row of <see cref="TrellisCodes"/>).</summary>
+    public TrellisCodeInfo Code { get; init; } = TrellisCodes.Hyb;
 
     public int L { get; init; } = 16;
 
@@ -58,10 +59,11 @@ public sealed record QuantizeOptions
     /// <summary>Wscale = RMS(Wr) / (RMS(code) · this). 0 (the default) picks <see cref="DefaultScaleOverride"/> for the bit width.</summary>
     public double ScaleOverride { get; init; }
 
-    /// <summary>The override actually used: the given one, or 0.95 at K ≤ 2 and 0.9 (the reference's) at K ≥ 3. Measured on
+    /// <summary>The override actually used: the given one, else the code's own (<see cref="TrellisCodeInfo.ScaleOverride"/>, when it
+    /// has one), else 0.95 at K ≤ 2 and 0.9 (the reference's) at K ≥ 3. Measured on
     /// llama-small (docs/BENCHMARKS.md): at 2 bits 0.95 beats 0.9 for every code and seed (HYB 24.31 vs 24.40, mean of 3
     /// seeds); at 3 and 4 bits 0.9 is as good or better than 0.95, 0.85 and 0.8.</summary>
-    public double EffectiveScaleOverride => ScaleOverride > 0 ? ScaleOverride : DefaultScaleOverride(Bits);
+    public double EffectiveScaleOverride => ScaleOverride > 0 ? ScaleOverride : Code.ScaleOverride > 0 ? Code.ScaleOverride : DefaultScaleOverride(Bits);
 
     public static double DefaultScaleOverride(int bits) => bits <= 2 ? 0.95 : 0.9;
 
@@ -104,19 +106,13 @@ public sealed record QuantizeOptions
         return (a, b);
     }
 
-    /// <summary>Values per trellis state: 2 for HYB, 1 for 1MAD/3INST/LUT.</summary>
-    public int V => Code == TrellisCodeKind.Hyb ? 2 : 1;
+    /// <summary>Values per trellis state of the code.</summary>
+    public int V => Code.V;
 
     /// <summary>True when the output stores the trellis; false for dense fake-quantized checkpoints (RTN, no-RHT).</summary>
     public bool WritesTrellis => Method == QuantizeMethod.Qtip && !NoRht;
 
-    public string CodeName => Code switch
-    {
-        TrellisCodeKind.Hyb => "hyb",
-        TrellisCodeKind.OneMad => "1mad",
-        TrellisCodeKind.ThreeInst => "3inst",
-        _ => "lut",
-    };
+    public string CodeName => Code.Name;
 
     /// <summary>Throws <see cref="ArgumentException"/> naming the bad option.</summary>
     public void Validate()
@@ -129,8 +125,8 @@ public sealed record QuantizeOptions
             throw new ArgumentException($"--L must be 8…16 (got {L})", nameof(L));
         if (Bits * V >= L)
             throw new ArgumentException($"K·V = {Bits * V} must be below L = {L}", nameof(L));
-        if (Code == TrellisCodeKind.Lut)
-            throw new ArgumentException("--code lut is a distortion baseline (bench distortion), not a checkpoint format", nameof(Code));
+        if (!Code.Quantizable)
+            throw new ArgumentException($"--code {Code.Name} is a distortion baseline (bench distortion), not a checkpoint format: a quantize run cannot make its table", nameof(Code));
         if (CalibrationContext < 2)
             throw new ArgumentException($"--calib-ctx must be at least 2 (got {CalibrationContext})", nameof(CalibrationContext));
         if (CalibrationWindows < 0)

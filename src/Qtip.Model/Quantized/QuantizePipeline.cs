@@ -244,8 +244,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
     {
         if (options.Method == QuantizeMethod.Rtn)
             return RoundToNearest.StorageBits(m, n, options.Bits);
-        int table = options.Code == TrellisCodeKind.Hyb ? 2 * HybCode.Rows : 0;
-        return QtipFormat.StorageBits(m, n, options.Bits, table, config.TorchDtype);
+        return QtipFormat.StorageBits(m, n, options.Bits, options.Code.TableLength(options.L), config.TorchDtype);
     }
 
     private void CheckShapes(LlamaConfig c)
@@ -257,8 +256,8 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
                 throw new InvalidInputException($"{QuantizedLinears.Name(c, 0, kind)} is {m}×{n}: QTIP needs both dimensions to be multiples of 16");
             if (options.WritesTrellis && (!HadamardMatrices.IsSupported(m) || !HadamardMatrices.IsSupported(n)))
                 throw new InvalidInputException($"{QuantizedLinears.Name(c, 0, kind)} is {m}×{n}: no Hadamard transform of size {(!HadamardMatrices.IsSupported(m) ? m : n)} (sizes must be 2^p or K·2^p with K in {{{string.Join(", ", HadamardMatrices.Orders)}}})");
-            if (options.WritesTrellis && options.Code == TrellisCodeKind.Hyb && options.L == 16 && (m % 32 != 0 || n % 32 != 0))
-                throw new InvalidInputException($"{QuantizedLinears.Name(c, 0, kind)} is {m}×{n}: the HYB kernel layout needs multiples of 32");
+            if (options.WritesTrellis && options.Code.DefaultLayout(options.L) == TileLayoutKind.Kernel && (m % 32 != 0 || n % 32 != 0))
+                throw new InvalidInputException($"{QuantizedLinears.Name(c, 0, kind)} is {m}×{n}: the {options.Code.Name.ToUpperInvariant()} kernel layout needs multiples of 32");
         }
     }
 
@@ -367,7 +366,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
                 if (options.WritesTrellis)
                 {
                     var stored = code.ToStoredLayout(q.Words, m, n);
-                    QtipFormat.AddLinear(writer, prefix, m, n, options.Bits, stored, q.Su, q.Sv, code.Lut, HybCode.Rows, config.TorchDtype);
+                    QtipFormat.AddLinear(writer, prefix, m, n, options.Bits, stored, q.Su, q.Sv, code.Lut, code.Spec.Code.TableRows(options.L), config.TorchDtype);
                     if (sequential is not null)
                         reconstruction = Reconstruct(m, n, code, stored, QtipFormat.RoundToValueDType(q.Su, config.TorchDtype), q.Sv);
                 }
@@ -490,17 +489,8 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
     /// <summary>The output folder (<see cref="QtipFormat.WriteFolder"/>) from the source checkpoint and every layer file.</summary>
     private long WriteCheckpoint(string outDir, LayerStore store, LlamaCheckpoint checkpoint, LlamaConfig config, CalibrationSet? calib)
     {
-        var layout = options.WritesTrellis ? QtipCodeSpec.DefaultLayout(options.Code, options.L, options.V) : (TileLayoutKind?)null;
-        var quip = options.WritesTrellis
-            ? QtipFormat.QuipParamsJson(new QuipParams(options.L, options.Bits, options.V, options.Code == TrellisCodeKind.Hyb ? HybCode.Q : 0,
-                options.Code switch
-                {
-                    TrellisCodeKind.Hyb => "quantlut_sym",
-                    TrellisCodeKind.OneMad => "1mad",
-                    TrellisCodeKind.ThreeInst => "3inst",
-                    _ => "lut",
-                }, 16, 16))
-            : null;
+        var layout = options.WritesTrellis ? options.Code.DefaultLayout(options.L) : (TileLayoutKind?)null;
+        var quip = options.WritesTrellis ? QtipFormat.QuipParamsJson(QuipParams.For(options.Code, options.L, options.Bits)) : null;
         var layerFiles = Enumerable.Range(0, config.NumHiddenLayers).Select(store.FileOf).ToList();
         return QtipFormat.WriteFolder(outDir, options.ModelDir, checkpoint.Tensors, QuantizedLinears.AllNames(config), layerFiles,
             quip, QtipFormat.QuantizationConfigJson(options, calib, layout));

@@ -16,37 +16,37 @@ public enum TailBiting
 }
 
 /// <summary>
-/// A trellis code plus its data: which decode function (<see cref="TrellisCodeKind"/>) and, for HYB and LUT, the
-/// table it reads. The table is plain data, so a checkpoint's stored LUT (fp16 or bf16-rounded) is used as is.
+/// A trellis code plus its data: which code (<see cref="TrellisCodeInfo"/>, a row of <see cref="TrellisCodes"/>) and,
+/// for codes with a table, the table it reads. The table is plain data, so a checkpoint's stored LUT (fp16 or
+/// bf16-rounded) is used as is.
 /// </summary>
 public sealed class TrellisCodebook
 {
-    private TrellisCodebook(TrellisCodeKind kind, int v, float[]? table, int? lutL, string name)
+    private TrellisCodebook(TrellisCodeInfo code, float[]? table, int? tableL)
     {
-        Kind = kind;
-        V = v;
+        Code = code;
         Table = table;
-        LutL = lutL;
-        Name = name;
+        TableL = tableL;
     }
 
-    public TrellisCodeKind Kind { get; }
+    /// <summary>The code (its row in <see cref="TrellisCodes"/>).</summary>
+    public TrellisCodeInfo Code { get; }
 
     /// <summary>Values per state.</summary>
-    public int V { get; }
+    public int V => Code.V;
 
     /// <summary>The table (HYB: 512×2 row-major; LUT: 2^L×V), or null.</summary>
     public float[]? Table { get; }
 
-    /// <summary>For the LUT code, the L its table was made for.</summary>
-    public int? LutL { get; }
+    /// <summary>For a code whose table size depends on L (the LUT codes), the L its table was made for.</summary>
+    public int? TableL { get; }
 
-    /// <summary>Short name: 1mad, 3inst, hyb, lut.</summary>
-    public string Name { get; }
+    /// <summary>The code's name: 1mad, 3inst, hyb, lut, ….</summary>
+    public string Name => Code.Name;
 
-    public static TrellisCodebook OneMad() => new(TrellisCodeKind.OneMad, 1, null, null, "1mad");
+    public static TrellisCodebook OneMad() => For(TrellisCodes.OneMad);
 
-    public static TrellisCodebook ThreeInst() => new(TrellisCodeKind.ThreeInst, 1, null, null, "3inst");
+    public static TrellisCodebook ThreeInst() => For(TrellisCodes.ThreeInst);
 
     /// <summary>HYB with the given LUT [512 × 2] (row-major), e.g. a checkpoint's <c>tlut</c> or <see cref="HybLut.GetOrCreate"/>.</summary>
     public static TrellisCodebook Hyb(float[] lut)
@@ -54,22 +54,44 @@ public sealed class TrellisCodebook
         ArgumentNullException.ThrowIfNull(lut);
         if (lut.Length != 2 * HybCode.Rows)
             throw new ArgumentException($"HYB LUT must have {HybCode.Rows}×2 = {2 * HybCode.Rows} values, got {lut.Length}", nameof(lut));
-        CheckFinite(lut, nameof(lut));
-        return new(TrellisCodeKind.Hyb, 2, (float[])lut.Clone(), null, "hyb");
+        return For(TrellisCodes.Hyb, lut);
     }
 
     /// <summary>A LUT code with the given table [2^L × V] (state s → table[s·V …]).</summary>
     public static TrellisCodebook Lut(float[] table, int l, int v)
     {
         ArgumentNullException.ThrowIfNull(table);
-        if (l < TrellisShape.MinL || l > TrellisShape.MaxL)
-            throw new ArgumentOutOfRangeException(nameof(l), l, $"L must be in [{TrellisShape.MinL}, {TrellisShape.MaxL}]");
         if (v is not (1 or 2))
             throw new ArgumentOutOfRangeException(nameof(v), v, "V must be 1 or 2");
-        if (table.Length != (1 << l) * v)
-            throw new ArgumentException($"LUT for L = {l}, V = {v} must have 2^L·V = {(1 << l) * v} values, got {table.Length}", nameof(table));
+        return For(v == 1 ? TrellisCodes.Lut1 : TrellisCodes.Lut2, table, l);
+    }
+
+    /// <summary>
+    /// Code <paramref name="code"/> with <paramref name="table"/> (required when the code has one: rows × V floats for an
+    /// <paramref name="l"/>-bit trellis; <paramref name="l"/> may be omitted when the table's size does not depend on L).
+    /// </summary>
+    public static TrellisCodebook For(TrellisCodeInfo code, float[]? table = null, int? l = null)
+    {
+        ArgumentNullException.ThrowIfNull(code);
+        if (l is { } ll && (ll < TrellisShape.MinL || ll > TrellisShape.MaxL))
+            throw new ArgumentOutOfRangeException(nameof(l), ll, $"L must be in [{TrellisShape.MinL}, {TrellisShape.MaxL}]");
+        bool lDependent = code.TableLength(TrellisShape.MinL) != code.TableLength(TrellisShape.MaxL);
+        int want = code.TableLength(l ?? TrellisShape.MaxL);
+        if (want == 0)
+        {
+            if (table is { Length: > 0 })
+                throw new ArgumentException($"code {code.Name} has no table, got {table.Length} values", nameof(table));
+            return new(code, null, null);
+        }
+        if (lDependent && l is null)
+            throw new ArgumentException($"code {code.Name}: its table depends on L; give L", nameof(l));
+        ArgumentNullException.ThrowIfNull(table);
+        if (table.Length != want)
+            throw new ArgumentException(lDependent
+                ? $"LUT for L = {l}, V = {code.V} must have 2^L·V = {want} values, got {table.Length}"
+                : $"code {code.Name}'s table must have {code.TableRows(TrellisShape.MaxL)}×{code.V} = {want} values, got {table.Length}", nameof(table));
         CheckFinite(table, nameof(table));
-        return new(TrellisCodeKind.Lut, v, (float[])table.Clone(), l, "lut");
+        return new(code, (float[])table.Clone(), lDependent ? l : null);
     }
 
     /// <summary>The paper's RPTC baseline: 2^L × V i.i.d. N(0, 1) values from a seeded generator.</summary>
@@ -81,7 +103,7 @@ public sealed class TrellisCodebook
     }
 
     /// <summary>Host decode of one state (the same function the kernels run).</summary>
-    public void Decode(uint state, out float v0, out float v1) => Codes.DecodeHost(Kind, V, state, Table, out v0, out v1);
+    public void Decode(uint state, out float v0, out float v1) => Code.Decode(state, Table, out v0, out v1);
 
     /// <summary>RMS over all 2^L × V decoded values, accumulated in float64 (the "RMS of the code" of Wscale).</summary>
     public double Rms(int l)

@@ -43,8 +43,8 @@ public sealed class TrellisQuantizer : IDisposable
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(codebook);
         TrellisShape.Validate(l, k, codebook.V, t);
-        if (codebook.Kind == TrellisCodeKind.Lut && codebook.LutL != l)
-            throw new ArgumentException($"the LUT was made for L = {codebook.LutL}, the trellis has L = {l}", nameof(codebook));
+        if (codebook.TableL is { } tl && tl != l)
+            throw new ArgumentException($"the LUT was made for L = {tl}, the trellis has L = {l}", nameof(codebook));
         Device = device;
         Codebook = codebook;
         L = l;
@@ -52,7 +52,7 @@ public sealed class TrellisQuantizer : IDisposable
         T = t;
         Options = options ?? new TrellisQuantizerOptions();
         kernels = ICodeKernels.For(codebook);
-        Plan = kernels.Plan(device, l, k, t, Codes.SymbolBits(codebook.Kind, l), Options);
+        Plan = kernels.Plan(device, l, k, t, codebook.Code.SymbolBits(l), Options);
         table = device.Allocate1D(codebook.Table is { Length: > 0 } tb ? tb : [0f]);
         workspace = new ViterbiWorkspace(device, Plan);
     }
@@ -277,15 +277,12 @@ internal interface ICodeKernels
 
     void DecodeMatrix(QtipDevice device, TileLayoutKind layout, ArrayView<short> packed, int tiles, int l, int k, ArrayView<float> table, ArrayView<float> matrix, int m, int n);
 
-    static ICodeKernels For(TrellisCodebook codebook) => codebook.Kind switch
+    static ICodeKernels For(TrellisCodebook codebook) => codebook.Code.Run<KernelsOf, ICodeKernels>(default);
+
+    private readonly struct KernelsOf : ICodeOp<ICodeKernels>
     {
-        TrellisCodeKind.OneMad => new CodeKernels<OneMadCode>(),
-        TrellisCodeKind.ThreeInst => new CodeKernels<ThreeInstCode>(),
-        TrellisCodeKind.Hyb => new CodeKernels<HybCode>(),
-        TrellisCodeKind.Lut when codebook.V == 1 => new CodeKernels<Lut1Code>(),
-        TrellisCodeKind.Lut => new CodeKernels<Lut2Code>(),
-        _ => throw new ArgumentOutOfRangeException(nameof(codebook), codebook.Kind, "unknown code"),
-    };
+        public ICodeKernels Run<TCode>() where TCode : struct, ITrellisCode => new CodeKernels<TCode>();
+    }
 }
 
 internal sealed class CodeKernels<TCode> : ICodeKernels where TCode : struct, ITrellisCode

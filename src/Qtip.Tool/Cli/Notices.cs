@@ -25,9 +25,9 @@ public static class Notices
     }
 
     /// <summary>Before a HYB quantization: says that the LUT is built once (k-means, minutes on the CPU) unless cached, and where.</summary>
-    public static void HybTable(QtipDevice device, TrellisCodeKind code)
+    public static void HybTable(QtipDevice device, TrellisCodeInfo code)
     {
-        if (code != TrellisCodeKind.Hyb)
+        if (code != TrellisCodes.Hyb)
             return;
         var path = HybLut.CachePath(HybLut.DefaultSeed, HybLut.DefaultSamples, HybCode.Rows);
         if (File.Exists(path))

@@ -42,7 +42,7 @@ public static class BenchDecodeCommand
     public static Command Create()
     {
         var shape = new Option<string>("--shape") { Description = "Synthetic model shape: llama2-7b, llama2-70b, llama-small or llama-nano.", DefaultValueFactory = _ => "llama2-7b" };
-        var code = new Option<string?>("--code") { Description = "Quantize the decoder linears with random trellis words of this code: hyb, 3inst or 1mad (L = 16; default: fp16/fp32 dense)." };
+        var code = new Option<string?>("--code") { Description = $"Quantize the decoder linears with random trellis words of this code: {TrellisCodes.Names(c => c.Quantizable, " or ")} (L = 16; default: fp16/fp32 dense)." };
         var bits = new Option<int>("--bits", "-b") { Description = "Bits per weight K of --code: 2, 3 or 4.", DefaultValueFactory = _ => 2 };
         var layers = new Option<int?>("--layers") { Description = "Override the number of layers (e.g. fewer for a quick run)." };
         var tokens = new Option<int>("--tokens") { Description = "Decode steps timed.", DefaultValueFactory = _ => 128 };
@@ -86,23 +86,16 @@ public static class BenchDecodeCommand
         QtipCodeSpec? spec = null;
         if (codeName is not null)
         {
-            var code = codeName.ToLowerInvariant() switch
-            {
-                "hyb" => TrellisCodeKind.Hyb,
-                "3inst" => TrellisCodeKind.ThreeInst,
-                "1mad" => TrellisCodeKind.OneMad,
-                _ => throw new UsageException($"--code '{codeName}': expected hyb, 3inst or 1mad"),
-            };
+            var code = QuantizeCommand.ParseCode(codeName);
             if (bits is < 2 or > 4)
                 throw new UsageException($"--bits must be 2, 3 or 4 (got {bits})");
-            int v = Codes.ValuesPerState(code);
-            spec = new QtipCodeSpec(code, 16, bits, v, QtipCodeSpec.DefaultLayout(code, 16, v));
+            spec = QtipCodeSpec.Default(code, 16, bits);
         }
         var config = LlamaModel.SyntheticConfig(shape.Layers, shape.Hidden, shape.Intermediate, shape.Heads, shape.KvHeads, shape.Vocab);
         using var device = Backends.Open(kind, deviceIndex);
         var precision = RuntimeCli.ResolveWeights(device, requestedPrecision);
         string weightsName = spec is null ? RuntimeCli.WeightsName(precision)
-            : $"{CodeName(spec.Code)} {spec.K}-bit (L = 16, {spec.Layout} layout; {RuntimeCli.WeightsName(precision)} embedding and lm_head)";
+            : $"{spec.Code.Name.ToUpperInvariant()} {spec.K}-bit (L = 16, {spec.Layout} layout; {RuntimeCli.WeightsName(precision)} embedding and lm_head)";
         Output.Line($"device: {device}; synthetic {shape.Name}: {shape.Layers} layers, hidden {shape.Hidden}, MLP {shape.Intermediate}, " +
             $"heads {shape.Heads}/{shape.KvHeads}, vocab {shape.Vocab}, {weightsName} weights");
         int context = Math.Max(promptTokens + tokens + 1, prefillCtx);
@@ -185,26 +178,18 @@ public static class BenchDecodeCommand
         return ExitCodes.Ok;
     }
 
-    private static string CodeName(TrellisCodeKind code) => code switch
-    {
-        TrellisCodeKind.Hyb => "HYB",
-        TrellisCodeKind.ThreeInst => "3INST",
-        TrellisCodeKind.OneMad => "1MAD",
-        _ => code.ToString(),
-    };
-
     /// <summary>
     /// Makes each decoder linear a random quantized linear of <paramref name="spec"/> on the device (random trellis
-    /// words in the stored layout, random signs). HYB gets a seeded Gaussian 512×2 table at the LUT's target scale:
+    /// words in the stored layout, random signs). A code with a table (HYB: 512×2) gets a seeded Gaussian one at the HYB LUT's target scale:
     /// decode speed does not depend on the table's values.
     /// </summary>
     private static Func<int, LinearKind, int, int, ILinearLayer> RandomQuantized(QtipDevice device, QtipCodeSpec spec)
     {
         float[] table = [];
-        if (spec.Code == TrellisCodeKind.Hyb)
+        if (spec.Code.TableLength(spec.L) > 0)
         {
             var rng = new Random(11);
-            table = new float[Codes.TableLength(TrellisCodeKind.Hyb, 16, 2)];
+            table = new float[spec.Code.TableLength(spec.L)];
             for (int i = 0; i < table.Length; i++)
             {
                 double u = 1 - rng.NextDouble(), w = rng.NextDouble();

@@ -32,7 +32,7 @@ public static class BenchDistortionCommand
         var backend = CommonOptions.Backend();
         var device = CommonOptions.Device();
         var json = CommonOptions.Json();
-        var code = new Option<string>("--code") { Description = "Trellis code: 1mad, 3inst, hyb or lut (random Gaussian table).", DefaultValueFactory = _ => "hyb", HelpName = "1mad|3inst|hyb|lut" };
+        var code = new Option<string>("--code") { Description = $"Trellis code: {TrellisCodes.Names(last: " or ")} (lut: a random Gaussian table; --V picks 1 or 2 values per state).", DefaultValueFactory = _ => TrellisCodes.Hyb.Name, HelpName = string.Join("|", TrellisCodes.All.Select(c => c.Name).Distinct()) };
         var bits = new Option<int>("--bits", "-b", "-K") { Description = "K: bits per weight (1…4).", DefaultValueFactory = _ => 2 };
         var l = new Option<int>("--L") { Description = "L: state bits (2…16).", DefaultValueFactory = _ => 16 };
         var v = new Option<int>("--V") { Description = "V: values per state, for --code lut (1 or 2); 1MAD/3INST are 1, HYB is 2.", DefaultValueFactory = _ => 1 };
@@ -71,12 +71,15 @@ public static class BenchDistortionCommand
             "none" => TailBiting.None,
             _ => throw new UsageException($"--tail-biting '{o.TailBiting}': expected approx, exact or none"),
         };
-        string codeName = o.Code.ToLowerInvariant();
-        if (codeName is not ("1mad" or "3inst" or "hyb" or "lut"))
-            throw new UsageException($"--code '{o.Code}': expected 1mad, 3inst, hyb or lut");
-        int v = codeName switch { "hyb" => 2, "lut" => o.V, _ => 1 };
-        if (codeName != "lut" && o.V != 1 && o.V != v)
-            throw new UsageException($"--V {o.V} applies to --code lut only ({codeName} has V = {v})");
+        var row = TrellisCodes.Find(o.Code) ?? throw new UsageException($"--code '{o.Code}': expected {TrellisCodes.Names(last: " or ")}");
+        string codeName = row.Name;
+        // Codes that share a name differ in V (lut: 1 or 2): --V picks one; a code alone under its name has its own V.
+        bool vChoosable = TrellisCodes.All.Count(c => c.Name == row.Name) > 1;
+        if (vChoosable)
+            row = TrellisCodes.Find(o.Code, o.V) ?? throw new UsageException($"--V {o.V}: --code {codeName} has V = {string.Join(" or ", TrellisCodes.All.Where(c => c.Name == codeName).Select(c => c.V))}");
+        int v = row.V;
+        if (!vChoosable && o.V != 1 && o.V != v)
+            throw new UsageException($"--V {o.V} applies to --code {string.Join(", ", TrellisCodes.All.GroupBy(c => c.Name).Where(g => g.Count() > 1).Select(g => g.Key))} only ({codeName} has V = {v})");
         TrellisShape.Validate(o.L, o.K, v, T);
         if (o.Sequences < 1)
             throw new UsageException($"--sequences must be at least 1 (got {o.Sequences})");
@@ -91,13 +94,11 @@ public static class BenchDistortionCommand
 
         using var device = Backends.Open(o.Backend, o.Device);
         Output.Line($"device: {device}");
-        var codebook = codeName switch
-        {
-            "1mad" => TrellisCodebook.OneMad(),
-            "3inst" => TrellisCodebook.ThreeInst(),
-            "hyb" => TrellisCodebook.Hyb(HybLut.GetOrCreate(device, o.LutSeed)),
-            _ => TrellisCodebook.RandomLut(o.L, v, o.Seed + 1_000_003),
-        };
+        // The table: HYB's k-means LUT (of --lut-seed), a code's own table maker, or (the lut baselines) a seeded Gaussian one.
+        var codebook = row.TableRows(o.L) == 0 ? TrellisCodebook.For(row)
+            : row == TrellisCodes.Hyb ? TrellisCodebook.Hyb(HybLut.GetOrCreate(device, o.LutSeed))
+            : row.MakeTable is { } make ? TrellisCodebook.For(row, make(device, o.L), o.L)
+            : TrellisCodebook.For(row, GaussianSource.Fill(row.TableLength(o.L), o.Seed + 1_000_003), o.L);
         double rms = codebook.Rms(o.L);
         var options = new TrellisQuantizerOptions(MemoryBudgetBytes: (long)o.MemoryMb << 20, MaxThreads: o.Threads);
         using var q = new TrellisQuantizer(device, codebook, o.L, o.K, T, options);

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using ILGPU;
 using ILGPU.Runtime;
+using Qtip.Quant.Trellis;
 using Qtip.Kernels.Runtime;
 using Qtip.Kernels.Trellis;
 using Qtip.Model.Quantized;
@@ -40,14 +41,6 @@ public static class BenchMatVecCommand
         return command;
     }
 
-    private static TrellisCodeKind ParseCode(string s) => s.Trim().ToLowerInvariant() switch
-    {
-        "hyb" => TrellisCodeKind.Hyb,
-        "3inst" => TrellisCodeKind.ThreeInst,
-        "1mad" => TrellisCodeKind.OneMad,
-        _ => throw new UsageException($"--codes: '{s}' is not hyb, 3inst or 1mad"),
-    };
-
     private static int Execute(BackendKind kind, int deviceIndex, string shapeText, string codeText, string bitsText, int iterations, int rotateMib, FileInfo? json)
     {
         (int M, int N)[] shapes;
@@ -62,7 +55,7 @@ public static class BenchMatVecCommand
         {
             throw new UsageException($"--shapes '{shapeText}' / --bits '{bitsText}': expected e.g. 4096x4096,11008x4096 and 2,3,4");
         }
-        var codes = codeText.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(ParseCode).ToArray();
+        var codes = codeText.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(c => QuantizeCommand.ParseCode(c, "--codes")).ToArray();
         if (ks.Any(k => k is < 2 or > 4) || iterations < 1 || rotateMib < 1)
             throw new UsageException("--bits must be in 2…4, --iterations and --rotate-mib at least 1");
         using var device = Backends.Open(kind, deviceIndex);
@@ -80,34 +73,34 @@ public static class BenchMatVecCommand
                 fsrc.CopyTo(fdst);
         }
         var rows = new List<Row>();
-        var table = new float[Codes.TableLength(TrellisCodeKind.Hyb, 16, 2)];
-        var rng = new Random(3);
-        for (int i = 0; i < table.Length; i++)
-            table[i] = (float)((rng.NextDouble() * 2) - 1);
         foreach (var (m, n) in shapes)
         {
             using var x = acc.Allocate1D(Enumerable.Range(0, n).Select(i => (float)Math.Sin(i)).ToArray());
             using var y = acc.Allocate1D<float>(m);
             foreach (var code in codes)
             {
+                // A code's table (HYB: 512×2): uniform in [−1, 1), seeded; decode speed does not depend on its values.
+                var table = new float[code.TableLength(16)];
+                var rng = new Random(3);
+                for (int i = 0; i < table.Length; i++)
+                    table[i] = (float)((rng.NextDouble() * 2) - 1);
                 foreach (int k in ks)
                 {
-                    int v = Codes.ValuesPerState(code);
-                    var spec = new QtipCodeSpec(code, 16, k, v, QtipCodeSpec.DefaultLayout(code, 16, v));
+                    var spec = QtipCodeSpec.Default(code, 16, k);
                     long bytes = (long)m * n * k / 8;
                     int copies = (int)Math.Clamp(((long)rotateMib << 20) / bytes + 1, 2, 64);
                     var linears = new List<QtipLinear>();
                     try
                     {
                         for (int c = 0; c < copies; c++)
-                            linears.Add(QtipLinear.CreateRandom(device, m, n, spec, code == TrellisCodeKind.Hyb ? table : [], (ulong)(c + 1)));
+                            linears.Add(QtipLinear.CreateRandom(device, m, n, spec, table, (ulong)(c + 1)));
                         int next = 0;
                         var s = acc.DefaultStream;
                         double mv = DeviceTimer.QueuedSeconds(device, Filler, () => linears[next++ % copies].TransformedMatVec(x.View, y.View, s), iterations);
                         double full = DeviceTimer.QueuedSeconds(device, Filler, () => linears[next++ % copies].Forward(x.View, y.View, 1, s), iterations);
-                        var r = new Row(m, n, code.ToString(), k, bytes, mv * 1e6, bytes / mv / 1e9, bytes / mv / 1e9 / copyGBps, full * 1e6, copyGBps);
+                        var r = new Row(m, n, code.Name.ToUpperInvariant(), k, bytes, mv * 1e6, bytes / mv / 1e9, bytes / mv / 1e9 / copyGBps, full * 1e6, copyGBps);
                         rows.Add(r);
-                        Output.Line($"{m}×{n} {code} K={k}: matvec {r.MatVecMicroseconds:F1} µs, {r.GBps:F0} GB/s ({r.RatioToCopy:P1} of copy {copyGBps:F0}); whole linear {r.LinearMicroseconds:F1} µs");
+                        Output.Line($"{m}×{n} {r.Code} K={k}: matvec {r.MatVecMicroseconds:F1} µs, {r.GBps:F0} GB/s ({r.RatioToCopy:P1} of copy {copyGBps:F0}); whole linear {r.LinearMicroseconds:F1} µs");
                     }
                     finally
                     {

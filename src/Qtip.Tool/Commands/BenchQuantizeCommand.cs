@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using Qtip.Quant.Trellis;
 using Qtip.Kernels.Runtime;
 using Qtip.Model.Llama;
 using Qtip.Model.Quantized;
@@ -25,7 +26,7 @@ public static class BenchQuantizeCommand
     {
         var shape = new Option<string>("--shape") { Description = "Synthetic model shape: llama2-7b, llama2-70b, llama-small or llama-nano.", DefaultValueFactory = _ => "llama2-7b" };
         var layers = new Option<int?>("--layers") { Description = "Override the number of layers (peak memory should not depend on it; time should be linear in it)." };
-        var code = new Option<string>("--code") { Description = "Trellis code: hyb, 3inst or 1mad.", DefaultValueFactory = _ => "hyb" };
+        var code = new Option<string>("--code") { Description = $"Trellis code: {TrellisCodes.Names(c => c.Quantizable, " or ")}.", DefaultValueFactory = _ => TrellisCodes.Hyb.Name };
         var bits = QuantizeCommand.BitsOption();
         var l = new Option<int>("--L") { Description = "Trellis state bits L, 8…16.", DefaultValueFactory = _ => 16 };
         var windows = new Option<int>("--calib-windows") { Description = "Calibration windows (random ids).", DefaultValueFactory = _ => 16 };

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using Qtip.Quant.Trellis;
 using Qtip.Kernels;
 using Qtip.Kernels.Runtime;
 using Qtip.Kernels.Trellis;
@@ -66,11 +67,11 @@ public static class DemoCommand
         var calib = Path.Combine(repo, "data", "corpus", "calib.txt");
         using var device = Backends.Open(kind, deviceIndex);
         bool cpu = device.Kind == BackendKind.Cpu;
-        var code = codeText is null ? (cpu ? TrellisCodeKind.OneMad : TrellisCodeKind.Hyb) : QuantizeCommand.ParseCode(codeText);
+        var code = codeText is null ? (cpu ? TrellisCodes.OneMad : TrellisCodes.Hyb) : QuantizeCommand.ParseCode(codeText);
         int l = lGiven ?? (cpu ? 12 : 16);
         int windows = windowsGiven ?? (cpu ? 8 : int.MaxValue);
         int calibWindows = calibWindowsGiven ?? (cpu ? 16 : 0);
-        var codeName = code switch { TrellisCodeKind.Hyb => "hyb", TrellisCodeKind.ThreeInst => "3inst", _ => "1mad" };
+        var codeName = code.Name;
         // In a checkout the output goes under its out/; for the installed tool (model and texts next to it), under the working directory.
         var outRoot = File.Exists(Path.Combine(repo, "Qtip.sln")) ? repo : Environment.CurrentDirectory;
         var outDir = output?.FullName ?? Path.Combine(outRoot, "out", $"llama-nano-{codeName}-{bits}bit");

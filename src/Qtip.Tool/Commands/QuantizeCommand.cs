@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using Qtip.Quant.Trellis;
 using Qtip.Kernels.Runtime;
 using Qtip.Kernels.Trellis;
 using Qtip.Model.Checkpoint;
@@ -17,7 +18,7 @@ public static class QuantizeCommand
         var model = new Option<DirectoryInfo>("--model", "-m") { Description = "Hugging Face Llama directory (config.json, safetensors, tokenizer).", Required = true };
         var output = new Option<DirectoryInfo>("--out", "-o") { Description = "Output directory (refused if it exists, unless --force; never the --model folder, inside it or above it). <out>.lock is held while the run lasts.", Required = true };
         var bits = BitsOption();
-        var code = new Option<string>("--code") { Description = "Trellis code: hyb (V=2, 512-entry LUT), 3inst or 1mad (V=1, computed).", DefaultValueFactory = _ => "hyb" };
+        var code = new Option<string>("--code") { Description = "Trellis code: " + CodeHelp() + ".", DefaultValueFactory = _ => TrellisCodes.Hyb.Name };
         var l = new Option<int>("--L") { Description = "Trellis state bits L, 8…16 (16 in every paper result; smaller is faster, e.g. 12 on the CPU backend).", DefaultValueFactory = _ => 16 };
         var calib = new Option<FileInfo?>("--calib") { Description = "Calibration text (UTF-8, documents separated by blank lines). Default: calib.txt in the model folder, else data/corpus/calib.txt of the Qtip repository." };
         var calibCtx = new Option<int>("--calib-ctx") { Description = "Tokens per calibration window.", DefaultValueFactory = _ => 512 };
@@ -113,13 +114,15 @@ public static class QuantizeCommand
         _ => throw new UsageException($"--forward '{text}': expected fp32 or fp16"),
     };
 
-    public static TrellisCodeKind ParseCode(string text) => text.ToLowerInvariant() switch
-    {
-        "hyb" => TrellisCodeKind.Hyb,
-        "3inst" => TrellisCodeKind.ThreeInst,
-        "1mad" => TrellisCodeKind.OneMad,
-        _ => throw new UsageException($"--code '{text}': expected hyb, 3inst or 1mad"),
-    };
+    /// <summary>A code a checkpoint can be made of (<see cref="TrellisCodeInfo.Quantizable"/>), by its name; a usage error listing them otherwise.</summary>
+    public static TrellisCodeInfo ParseCode(string text, string option = "--code") =>
+        TrellisCodes.Find(text) is { Quantizable: true } row
+            ? row
+            : throw new UsageException($"{option} '{text}': expected {TrellisCodes.Names(c => c.Quantizable, " or ")}");
+
+    /// <summary>The checkpoint codes for help texts: "hyb (V=2, 512-entry table), 3inst (V=1, computed), 1mad (V=1, computed)".</summary>
+    public static string CodeHelp() => string.Join(", ", TrellisCodes.All.Where(c => c.Quantizable)
+        .Select(c => $"{c.Name} (V={c.V}, {(c.TableRows(16) > 0 ? $"{c.TableRows(16)}-entry table" : "computed")})"));
 
     /// <summary>--calib, else calib.txt in the model folder, else data/corpus/calib.txt above the working or app directory.</summary>
     public static string ResolveCalibration(FileInfo? given, string modelDir)

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using Qtip.Quant.Trellis;
 using Qtip.Kernels.Runtime;
 using Qtip.Kernels.Trellis;
 using Qtip.Model.Checkpoint;
@@ -56,7 +57,7 @@ public static class SweepCommand
             if (parse.GetValue(replot) is { } saved)
                 return Replot(Path.GetFullPath(saved), parse.GetValue(output));
             var modelDir = Path.GetFullPath(Locations.ResolveModel(parse.GetValue(model)!, Locations.Note));
-            var codeList = ParseList(parse.GetValue(codes)!, "--codes").Select(QuantizeCommand.ParseCode).Distinct().ToList();
+            var codeList = ParseList(parse.GetValue(codes)!, "--codes").Select(c => QuantizeCommand.ParseCode(c, "--codes")).Distinct().ToList();
             var bitList = ParseList(parse.GetValue(bits)!, "--bits").Select(b => int.TryParse(b, CultureInfo.InvariantCulture, out int k) && k is >= 2 and <= 4
                 ? k : throw new UsageException($"--bits '{b}': expected 2, 3 or 4")).Distinct().Order().ToList();
             var settings = new Settings(modelDir, codeList, bitList, parse.GetValue(rtn), parse.GetValue(l),
@@ -72,7 +73,7 @@ public static class SweepCommand
         return command;
     }
 
-    private sealed record Settings(string ModelDir, List<TrellisCodeKind> Codes, List<int> Bits, bool Rtn, int L, string OutDir, string Data, int Ctx,
+    private sealed record Settings(string ModelDir, List<TrellisCodeInfo> Codes, List<int> Bits, bool Rtn, int L, string OutDir, string Data, int Ctx,
         int? MaxWindows, string Calib, int CalibCtx, int CalibWindows, bool KeepModels);
 
     private static List<string> ParseList(string text, string option)
@@ -97,19 +98,19 @@ public static class SweepCommand
         Directory.CreateDirectory(s.OutDir);
         var modelsDir = Path.Combine(s.OutDir, "models");
 
-        var configs = new List<(string Method, TrellisCodeKind? Code, int Bits)>();
+        var configs = new List<(string Method, TrellisCodeInfo? Code, int Bits)>();
         foreach (var code in s.Codes)
         {
             foreach (var k in s.Bits)
-                configs.Add((CodeName(code), code, k));
+                configs.Add((code.Name, code, k));
         }
         if (s.Rtn)
         {
             foreach (var k in s.Bits)
                 configs.Add(("rtn", null, k));
         }
-        if (s.Codes.Contains(TrellisCodeKind.Hyb))
-            Notices.HybTable(device, TrellisCodeKind.Hyb);
+        foreach (var code in s.Codes)
+            Notices.HybTable(device, code);
 
         // Bits/weight with embeddings, head and norms: the method's nominal storage of the decoder linears (the quantize
         // report's, as for RTN, whose checkpoint stores the rounded weights densely) plus the FP checkpoint's other tensors.
@@ -129,7 +130,7 @@ public static class SweepCommand
                 ModelDir = s.ModelDir,
                 OutDir = Path.Combine(modelsDir, $"{method}-{k}bit"),
                 Bits = k,
-                Code = code ?? TrellisCodeKind.Hyb,
+                Code = code ?? TrellisCodes.Hyb,
                 L = s.L,
                 Method = code is null ? QuantizeMethod.Rtn : QuantizeMethod.Qtip,
                 CalibrationFile = s.Calib,
@@ -213,14 +214,6 @@ public static class SweepCommand
         Output.Line($"wrote {png}, {svg} from {jsonPath}");
         return ExitCodes.Ok;
     }
-
-    private static string CodeName(TrellisCodeKind code) => code switch
-    {
-        TrellisCodeKind.Hyb => "hyb",
-        TrellisCodeKind.ThreeInst => "3inst",
-        TrellisCodeKind.OneMad => "1mad",
-        _ => "lut",
-    };
 
     private static string Markdown(string name, string device, Settings s, int windows, long tokens, double fpPpl, StorageSummary fp, List<Row> rows)
     {

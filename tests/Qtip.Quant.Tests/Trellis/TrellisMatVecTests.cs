@@ -2,6 +2,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using Qtip.Kernels.Runtime;
 using Qtip.Kernels.Trellis;
+using Qtip.Quant.Trellis;
 using Qtip.Testing;
 using Xunit;
 
@@ -19,10 +20,11 @@ public abstract class TrellisMatVecTests(BackendKind backend) : BackendTest(back
     /// Plain C# reference, y = Ŵ x in float64: every state of every tile cut from the stream bytes (found through the
     /// layout's byte map, circularly), decoded with the host decode, placed by the layout's position map.
     /// </summary>
-    internal static double[] HostMatVec<TLayout>(short[] words, int m, int n, int l, int k, TrellisCodeKind kind, int v, float[]? table, float[] x)
+    internal static double[] HostMatVec<TLayout>(short[] words, int m, int n, int l, int k, TrellisCodeInfo code, float[]? table, float[] x)
         where TLayout : struct, ITileLayout
     {
         var layout = default(TLayout);
+        int v = code.V;
         var bytes = new byte[words.Length * 2];
         Buffer.BlockCopy(words, 0, bytes, 0, bytes.Length);
         var p = new LayoutParams(k, 256, m, n);
@@ -39,7 +41,7 @@ public abstract class TrellisMatVecTests(BackendKind backend) : BackendTest(back
                     int value = bytes[layout.MemoryByte(tile, bit >> 3, p)];
                     state = (state << 1) | (uint)((value >> (7 - (bit & 7))) & 1);
                 }
-                Codes.DecodeHost(kind, v, state, table, out float v0, out float v1);
+                code.Decode(state, table, out float v0, out float v1);
                 layout.Position(tile, i * v, p, out int row, out int col);
                 y[row] += v0 * (double)x[col];
                 if (v == 2)
@@ -50,6 +52,12 @@ public abstract class TrellisMatVecTests(BackendKind backend) : BackendTest(back
             }
         }
         return y;
+    }
+
+    /// <summary>The fused product of the generic layout for the code struct the registry row dispatches to.</summary>
+    private readonly struct FusedOp(TrellisMatVecTests test, short[] trellis, int m, int n, int l, int k, float[] table, float[] x) : ICodeOp<float[]>
+    {
+        public float[] Run<TCode>() where TCode : struct, ITrellisCode => test.Fused<TCode, GenericLayout>(trellis, m, n, l, k, table, x);
     }
 
     /// <summary>The fused product on the device (the trellis in <typeparamref name="TLayout"/>, a stream-ordered layout).</summary>
@@ -91,16 +99,18 @@ public abstract class TrellisMatVecTests(BackendKind backend) : BackendTest(back
     {
         var words = RandomWords(m, n, k, seed: (l * 10) + k);
         var x = Rng.Gaussian(n, seed: k);
-        AssertClose(HostMatVec<GenericLayout>(words, m, n, l, k, TrellisCodeKind.OneMad, 1, null, x), Fused<OneMadCode, GenericLayout>(words, m, n, l, k, [], x), $"1MAD L={l} K={k}");
-        AssertClose(HostMatVec<GenericLayout>(words, m, n, l, k, TrellisCodeKind.ThreeInst, 1, null, x), Fused<ThreeInstCode, GenericLayout>(words, m, n, l, k, [], x), $"3INST L={l} K={k}");
-        if (2 * k < l)
+        // Every code of the registry (a random table for codes with one: shared memory when it fits, global otherwise).
+        int tested = 0;
+        foreach (var (code, index) in TrellisCodes.All.Select((c, i) => (c, i)))
         {
-            var hyb = Rng.Gaussian(2 * HybCode.Rows, seed: 5);
-            AssertClose(HostMatVec<GenericLayout>(words, m, n, l, k, TrellisCodeKind.Hyb, 2, hyb, x), Fused<HybCode, GenericLayout>(words, m, n, l, k, hyb, x), $"HYB L={l} K={k}");
-            // A random LUT code, V = 2: shared-memory table when it fits (L ≤ 9), global memory otherwise.
-            var lut = Rng.Gaussian((1 << l) * 2, seed: 6);
-            AssertClose(HostMatVec<GenericLayout>(words, m, n, l, k, TrellisCodeKind.Lut, 2, lut, x), Fused<Lut2Code, GenericLayout>(words, m, n, l, k, lut, x), $"LUT2 L={l} K={k}");
+            if (code.V * k >= l)
+                continue;
+            var table = code.TableLength(l) > 0 ? Rng.Gaussian(code.TableLength(l), seed: 5 + index) : [];
+            var fused = code.Run<FusedOp, float[]>(new FusedOp(this, words, m, n, l, k, table, x));
+            AssertClose(HostMatVec<GenericLayout>(words, m, n, l, k, code, table, x), fused, $"{code.Name} V={code.V} L={l} K={k}");
+            tested++;
         }
+        Assert.True(tested >= 3, $"only {tested} codes fit L = {l}, K = {k}");
     }
 
     [Theory]
@@ -118,7 +128,7 @@ public abstract class TrellisMatVecTests(BackendKind backend) : BackendTest(back
         using var moved = acc.Allocate1D<short>(words.Length);
         Device.Get<TrellisRelayout<KernelLayout, KernelStreamLayout>>().Apply(stored.View, m, n, k, moved.View);
         var streamWords = moved.GetAsArray1D();
-        AssertClose(HostMatVec<KernelLayout>(words, m, n, 16, k, TrellisCodeKind.Hyb, 2, lut, x),
+        AssertClose(HostMatVec<KernelLayout>(words, m, n, 16, k, TrellisCodes.Hyb, lut, x),
             Fused<HybCode, KernelStreamLayout>(streamWords, m, n, 16, k, lut, x), $"HYB kernel layout K={k}");
     }
 

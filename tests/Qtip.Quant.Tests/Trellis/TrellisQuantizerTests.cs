@@ -116,7 +116,7 @@ public abstract class TrellisQuantizerTests(BackendKind backend) : BackendTest(b
         using var q = new TrellisQuantizer(Device, cb, l, k, t);
         var exact = q.Quantize(x, TailBiting.Exact);
         var approx = q.Quantize(x, TailBiting.Approx);
-        var cbd = TrellisReference.Codebook(cb.Kind, l, v, cb.Table);
+        var cbd = TrellisReference.Codebook(cb.Code, l, v, cb.Table);
         for (int b = 0; b < count; b++)
         {
             var xb = x.AsSpan(b * t, t);

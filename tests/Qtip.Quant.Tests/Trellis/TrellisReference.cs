@@ -1,4 +1,5 @@
 using Qtip.Kernels.Trellis;
+using Qtip.Quant.Trellis;
 
 namespace Qtip.Quant.Tests.Trellis;
 
@@ -10,12 +11,12 @@ namespace Qtip.Quant.Tests.Trellis;
 internal static class TrellisReference
 {
     /// <summary>Decoded values of all 2^L states: [2^L × V].</summary>
-    public static double[] Codebook(TrellisCodeKind kind, int l, int v, float[]? table)
+    public static double[] Codebook(TrellisCodeInfo code, int l, int v, float[]? table)
     {
         var cb = new double[(1 << l) * v];
         for (uint s = 0; s < 1u << l; s++)
         {
-            Codes.DecodeHost(kind, v, s, table, out float v0, out float v1);
+            code.Decode(s, table, out float v0, out float v1);
             cb[s * v] = v0;
             if (v == 2)
                 cb[(s * v) + 1] = v1;

@@ -55,7 +55,7 @@ public sealed class ViterbiGpuTests
         using var qc = new TrellisQuantizer(cpu!, cb, l, k);
         var g = qg.Quantize(x, TailBiting.Approx);
         var c = qc.Quantize(x, TailBiting.Approx);
-        var cbd = TrellisReference.Codebook(cb.Kind, l, cb.V, cb.Table);
+        var cbd = TrellisReference.Codebook(cb.Code, l, cb.V, cb.Table);
         int n = qg.Steps, kv = k * cb.V;
         // Fixed-point minima find walks within N·Δ (Δ = 2^−12) of the optimum's squared error (see Viterbi).
         double excess = qg.Plan.Minima == MinimaLayout.FixedPoint ? n / (double)Viterbi<OneMadCode>.FixedPointScale : 0;

@@ -2,6 +2,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using Qtip.Kernels.Runtime;
 using Qtip.Kernels.Trellis;
+using Qtip.Quant.Trellis;
 using Qtip.Testing;
 using Xunit;
 
@@ -75,21 +76,21 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
         return list;
     }
 
-    private ViterbiPlan PlanFor<TCode>(TrellisCodeKind kind, int l, int k, int t, Variant? variant)
+    private ViterbiPlan PlanFor<TCode>(int l, int k, int t, Variant? variant)
         where TCode : struct, ITrellisCode
     {
         var vit = Device.Get<Viterbi<TCode>>();
-        var plan = vit.Plan(l, k, t, Codes.SymbolBits(kind, l), maxThreads: variant?.MaxThreads ?? 0,
+        var plan = vit.Plan(l, k, t, default(TCode).SymbolBits(l), maxThreads: variant?.MaxThreads ?? 0,
             overrides: variant is null ? null : new ViterbiOverrides(variant.Minima, variant.Shuffles, variant.Table));
         return variant is { Interleave: true } ? plan with { Interleaved = plan.CanInterleave(Device.WarpSize) } : plan;
     }
 
-    private Run Launch<TCode>(TrellisCodeKind kind, int l, int k, int t, float[] x, int count, float[]? table, ViterbiMode mode, Variant? variant)
+    private Run Launch<TCode>(int l, int k, int t, float[] x, int count, float[]? table, ViterbiMode mode, Variant? variant)
         where TCode : struct, ITrellisCode
     {
         var acc = Device.Accelerator;
         var vit = Device.Get<Viterbi<TCode>>();
-        var plan = PlanFor<TCode>(kind, l, k, t, variant);
+        var plan = PlanFor<TCode>(l, k, t, variant);
         using var ws = new ViterbiWorkspace(Device, plan);
         int n = t / default(TCode).V;
         int items = mode == ViterbiMode.OverlapCost ? count * plan.Groups : count;
@@ -103,32 +104,29 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
         return new Run(sd.GetAsArray1D(), md.GetAsArray1D(), rd.GetAsArray1D(), plan);
     }
 
-    private static (TrellisCodeKind Kind, int V, float[]? Table) Code(string name, int l) => name switch
+    /// <summary>The registry row of a case's code ("lut1"/"lut2": the lut code with V = 1/2) and a seeded random table when it has one.</summary>
+    private static (TrellisCodeInfo Kind, int V, float[]? Table) Code(string name, int l)
     {
-        "lut1" => (TrellisCodeKind.Lut, 1, Rng.Gaussian(1 << l, 17)),
-        "lut2" => (TrellisCodeKind.Lut, 2, Rng.Gaussian(2 << l, 18)),
-        "1mad" => (TrellisCodeKind.OneMad, 1, null),
-        "3inst" => (TrellisCodeKind.ThreeInst, 1, null),
-        _ => (TrellisCodeKind.Hyb, 2, Rng.Gaussian(1024, 19)),
-    };
+        var row = name.StartsWith("lut", StringComparison.Ordinal) ? TrellisCodes.Find("lut", name[^1] - '0')! : TrellisCodes.Find(name)!;
+        int seed = 17 + TrellisCodes.All.ToList().IndexOf(row);
+        return (row, row.V, row.TableLength(l) > 0 ? Rng.Gaussian(row.TableLength(l), seed) : null);
+    }
 
-    private Run Dispatch(string name, int l, int k, int t, float[] x, int count, float[]? table, ViterbiMode mode, Variant? variant = null) => name switch
+    private readonly struct LaunchOp(ViterbiKernelTests test, int l, int k, int t, float[] x, int count, float[]? table, ViterbiMode mode, Variant? variant) : ICodeOp<ViterbiKernelTests.Run>
     {
-        "lut1" => Launch<Lut1Code>(TrellisCodeKind.Lut, l, k, t, x, count, table, mode, variant),
-        "lut2" => Launch<Lut2Code>(TrellisCodeKind.Lut, l, k, t, x, count, table, mode, variant),
-        "1mad" => Launch<OneMadCode>(TrellisCodeKind.OneMad, l, k, t, x, count, table, mode, variant),
-        "3inst" => Launch<ThreeInstCode>(TrellisCodeKind.ThreeInst, l, k, t, x, count, table, mode, variant),
-        _ => Launch<HybCode>(TrellisCodeKind.Hyb, l, k, t, x, count, table, mode, variant),
-    };
+        public ViterbiKernelTests.Run Run<TCode>() where TCode : struct, ITrellisCode => test.Launch<TCode>(l, k, t, x, count, table, mode, variant);
+    }
 
-    private ViterbiPlan PlanOf(string name, int l, int k, int t, Variant variant) => name switch
+    private readonly struct PlanOp(ViterbiKernelTests test, int l, int k, int t, Variant variant) : ICodeOp<ViterbiPlan>
     {
-        "lut1" => PlanFor<Lut1Code>(TrellisCodeKind.Lut, l, k, t, variant),
-        "lut2" => PlanFor<Lut2Code>(TrellisCodeKind.Lut, l, k, t, variant),
-        "1mad" => PlanFor<OneMadCode>(TrellisCodeKind.OneMad, l, k, t, variant),
-        "3inst" => PlanFor<ThreeInstCode>(TrellisCodeKind.ThreeInst, l, k, t, variant),
-        _ => PlanFor<HybCode>(TrellisCodeKind.Hyb, l, k, t, variant),
-    };
+        public ViterbiPlan Run<TCode>() where TCode : struct, ITrellisCode => test.PlanFor<TCode>(l, k, t, variant);
+    }
+
+    private Run Dispatch(string name, int l, int k, int t, float[] x, int count, float[]? table, ViterbiMode mode, Variant? variant = null) =>
+        Code(name, l).Kind.Run<LaunchOp, ViterbiKernelTests.Run>(new LaunchOp(this, l, k, t, x, count, table, mode, variant));
+
+    private ViterbiPlan PlanOf(string name, int l, int k, int t, Variant variant) =>
+        Code(name, l).Kind.Run<PlanOp, ViterbiPlan>(new PlanOp(this, l, k, t, variant));
 
     [Fact]
     public void Variants_ExerciseEveryLayout_AndInterleavedOwnership()
@@ -154,7 +152,7 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
     }
 
     /// <summary>Whether the code has a per-step error table at this L (at most 2^10 symbols).</summary>
-    private static bool Tabulated(TrellisCodeKind kind, int l) => Codes.SymbolBits(kind, l) <= Viterbi<OneMadCode>.MaxTableBits;
+    private static bool Tabulated(TrellisCodeInfo kind, int l) => kind.SymbolBits(l) <= Viterbi<OneMadCode>.MaxTableBits;
 
     [Theory]
     [MemberData(nameof(Cases))]
@@ -187,7 +185,7 @@ public abstract class ViterbiKernelTests(BackendKind backend) : BackendTest(back
             var (_, refConstrained) = TrellisReference.Viterbi(cb, l, k, v, xb, ov: ov);
             AssertWalkCost(refConstrained, TrellisReference.Sse(cb, v, walkT, xb), fix, n, $"{name} two-pass b={b} (ov {ov})");
             var (_, _, refOv) = TrellisReference.TwoPass(cb, l, k, v, xb);
-            if (!fix && kind is TrellisCodeKind.Lut or TrellisCodeKind.Hyb)
+            if (!fix && kind.TableBits(l) > 0)
                 Assert.Equal(refOv, ov);
 
             for (int i = 0; i < t; i++)
