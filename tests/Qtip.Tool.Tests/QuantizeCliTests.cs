@@ -91,13 +91,29 @@ public sealed class QuantizeCliTests : IDisposable
                 Assert.InRange(m.GetProperty("proxy_error").GetDouble(), 1e-4, 0.5);
         }
 
-        var evalJson = Path.Combine(work, "eval.json");
-        var e = QtipProcess.Run("eval", "--model", outDir, "--data", Path.Combine(Repo, "data", "corpus", "valid.txt"), "--ctx", "64",
-            "--max-windows", "2", "--backend", "cpu", "--json", evalJson);
+        // The quantized model against the full-precision one on the same windows.
+        double fp = Perplexity(Nano, "fp");
+        double ppl = Perplexity(outDir, "q");
+        Assert.InRange(ppl, fp, fp * MaxPerplexityRatio);
+    }
+
+    /// <summary>
+    /// Largest perplexity of the <see cref="Tiny"/> quantization (1MAD, K = 2, L = 8, 2 calibration windows of 64 tokens)
+    /// relative to the full-precision model's, on 2 windows of 64 tokens of valid.txt. Measured on the CPU backend
+    /// (2026-12-06): FP 27.63, quantized 106.7 (×3.86); for comparison the same run with H = I gives 61.0 (×2.2: 128
+    /// calibration tokens make a poor Hessian for a model this small) and 2-bit round-to-nearest 330.6 (×12). ×4.5 leaves
+    /// room for float summation-order differences between machines and still fails a quantizer no better than RTN.
+    /// </summary>
+    private const double MaxPerplexityRatio = 4.5;
+
+    private double Perplexity(string model, string name)
+    {
+        var json = Path.Combine(work, $"eval-{name}.json");
+        var e = QtipProcess.Run("eval", "--model", model, "--data", Path.Combine(Repo, "data", "corpus", "valid.txt"), "--ctx", "64",
+            "--max-windows", "2", "--backend", "cpu", "--json", json);
         Assert.True(e.ExitCode == 0, e.Stderr + e.Stdout);
-        using var ev = JsonDocument.Parse(File.ReadAllText(evalJson));
-        double ppl = ev.RootElement.GetProperty("perplexity").GetDouble();
-        Assert.InRange(ppl, 5, 2000);
+        using var ev = JsonDocument.Parse(File.ReadAllText(json));
+        return ev.RootElement.GetProperty("perplexity").GetDouble();
     }
 
     [Fact]

@@ -33,8 +33,9 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
     /// <summary>Floats of the per-symbol value table (2^10 symbols × 2 values).</summary>
     public const int SymbolTableFloats = 2048;
 
-    /// <summary>Codes whose symbol has at most 10 bits (1MAD's byte sum, HYB's row and sign) decode through a table of their values.</summary>
-    private static readonly bool Tabulates = typeof(TCode) == typeof(OneMadCode) || typeof(TCode) == typeof(HybCode);
+    /// <summary>Codes whose symbol has at most this many bits (the code's <see cref="ITrellisCode.SymbolBits"/>: 1MAD's byte
+    /// sum, HYB's row and sign, a LUT of L ≤ 10) decode through a table of their symbols' values.</summary>
+    public const int MaxTabulatedSymbolBits = 10;
 
     /// <summary>Largest number of half-groups (16 threads each) in one group.</summary>
     public const int MaxHalfGroups = 64;
@@ -92,13 +93,16 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
         int bands = m / 16, tilesPerRow = n / 16;
         int h = HalfGroups(device, bands, tilesPerRow);
         int tableFloats = (int)Math.Min(codeTable.Length, int.MaxValue);
+        int symbolBits = default(TCode).SymbolBits(l);
+        int symbols = symbolBits <= MaxTabulatedSymbolBits ? 1 << symbolBits : 0;
         kernels[(2 * (k - 1)) + (l == 16 ? 0 : 1)].Value(stream ?? device.Accelerator.DefaultStream, new KernelConfig(bands, 16 * h),
-            trellis, trellis.Cast<int>(), trellis.Cast<long>(), codeTable, x.SubView(0, n).Cast<Float4>(), y, new MatVecParams(l, k, k * v, tilesPerRow, h, tableFloats <= SharedTableFloats ? tableFloats : 0, Tabulates ? 1 : 0));
+            trellis, trellis.Cast<int>(), trellis.Cast<long>(), codeTable, x.SubView(0, n).Cast<Float4>(), y, new MatVecParams(l, k, k * v, tilesPerRow, h, tableFloats <= SharedTableFloats ? tableFloats : 0, symbols));
     }
 
     public readonly struct MatVecParams(int l, int k, int kv, int tilesPerRow, int halfGroups, int sharedTable, int tabulate)
     {
-        /// <summary>1: decode through a shared table of every symbol's values (codes with ≤ 2^10 symbols).</summary>
+        /// <summary>The code's symbol count when the kernel decodes through a shared table of every symbol's values (codes
+        /// with ≤ 2^10 symbols); 0 to decode each state directly.</summary>
         public readonly int Tabulate = tabulate;
 
         public readonly int L = l;
@@ -284,7 +288,7 @@ public sealed class TrellisMatVec<TCode, TLayout> : IKernelSet<TrellisMatVec<TCo
             // Codes with at most 2^10 symbols: the values of every symbol, computed once per group by the code's own
             // Value (so bit for bit the same), then a state decodes as Symbol + one shared-memory lookup.
             var source = new DeviceTable(codeTable);
-            for (int e = tid; e < SymbolTableFloats / 2; e += groupSize)
+            for (int e = tid; e < p.Tabulate; e += groupSize)
             {
                 code.Value((uint)e, source, out float v0, out float v1);
                 symbolTable[e] = new Float2(v0, v1);

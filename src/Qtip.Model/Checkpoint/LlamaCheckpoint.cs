@@ -130,11 +130,8 @@ public sealed class LlamaCheckpoint : IDisposable
             string prefix = LlamaNames.QuantizedPrefix(name);
             if (o % 16 != 0 || i % 16 != 0)
                 throw new ModelFormatException(store.Files[0].Path, name, $"quantized linear {o}×{i} is not made of 16×16 tiles");
-            ExpectTyped(prefix + ".trellis", SafeTensorsDType.I16, (long)(o / 16) * (i / 16), 16 * quip.K);
-            Expect(prefix + ".SU", i);
-            Expect(prefix + ".SV", o);
-            if (quip.TableRows > 0)
-                Expect(prefix + ".tlut", quip.TableRows, quip.DecodeMode == "lut" ? quip.V : 2);
+            foreach (var (suffix, dtype, shape) in Quantized.QtipFormat.LinearTensors(quip, o, i))
+                ExpectTyped(prefix + suffix, dtype, shape);
         }
 
         Expect(LlamaNames.Embedding, c.VocabSize, c.HiddenSize);

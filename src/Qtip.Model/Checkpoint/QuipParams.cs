@@ -120,9 +120,6 @@ public sealed record QuipParams(int L, int K, int V, int TlutBits, string Decode
     /// <summary>The stored tile layout: the code's default (the reference CUDA kernel's layout for HYB at L = 16).</summary>
     public TileLayoutKind Layout => Code.DefaultLayout(L);
 
-    /// <summary>True when the trellis uses the reference CUDA kernel's layout (HYB at L = 16, Q = 9, V = 2).</summary>
-    public bool KernelLayout => Layout == TileLayoutKind.Kernel;
-
     /// <summary>Rows of the per-linear <c>tlut</c> tensor (0 when the code has none).</summary>
     public int TableRows => Code.TableRows(L);
 

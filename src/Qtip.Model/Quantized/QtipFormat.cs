@@ -22,9 +22,11 @@ public sealed record StoredLinear(short[] Trellis, float[] Su, float[] Sv, float
 /// P.tlut     table dtype         [rows, V]             codes with a table only
 /// P.rcp      I64 0, P.tp_rank I64 8   []               the reference's tensor-parallel fields
 /// </code>
-/// <para>The storage dtype rule (<see cref="ValueDType"/>): the model's dtype (config.json <c>torch_dtype</c>:
-/// float16 → F16, float32 → F32, anything else → BF16) is the precision of every value the reference keeps in the model
-/// dtype: SU, and the code's table, which the quantizer rounds to it before the search (spec §12.1).</para>
+/// <para>The one storage dtype rule: the model's dtype (<see cref="ValueDType"/>: config.json <c>torch_dtype</c> float16 →
+/// F16, float32 → F32, anything else → BF16) is the precision of every value the reference keeps in the model dtype — SU,
+/// and the code's table, which the quantizer rounds to it before the search (spec §12.1); SV is F32; the table is stored
+/// as F16 as the reference does (bf16-rounded HYB values are exact in F16), except in a float32 model, where it is F32.
+/// The quantizer searches with exactly the stored table (<see cref="RoundTable"/>), so a reload decodes what it chose.</para>
 /// </summary>
 public static class QtipFormat
 {
@@ -42,22 +44,28 @@ public static class QtipFormat
         _ => SafeTensorsDType.BF16,
     };
 
-    /// <summary>The dtype the <c>tlut</c> tensor is stored in.</summary>
-    public static SafeTensorsDType TableDType(string? torchDtype) => SafeTensorsDType.F16;
+    /// <summary>The dtype of the <c>tlut</c> tensor: F16 (the reference's), or F32 for a float32 model, whose table values
+    /// F16 would round.</summary>
+    public static SafeTensorsDType TableDType(string? torchDtype) =>
+        ValueDType(torchDtype) == SafeTensorsDType.F32 ? SafeTensorsDType.F32 : SafeTensorsDType.F16;
 
-    /// <summary><paramref name="values"/> rounded to <see cref="ValueDType"/> (what a reload reads back).</summary>
-    public static float[] RoundToValueDType(float[] values, string? torchDtype) => ValueDType(torchDtype) switch
+    /// <summary><paramref name="values"/> rounded to <see cref="ValueDType"/> (what a reload reads back for SU).</summary>
+    public static float[] RoundToValueDType(float[] values, string? torchDtype) => RoundTo(values, ValueDType(torchDtype));
+
+    /// <summary>
+    /// The code's table as the quantizer searches with it and the checkpoint stores it: rounded to the model's precision
+    /// (<see cref="ValueDType"/>), then to <see cref="TableDType"/> (exact for the HYB LUT's bf16 values), so a reload
+    /// decodes exactly the values the search chose from.
+    /// </summary>
+    public static float[] RoundTable(float[] table, string? torchDtype) =>
+        RoundTo(RoundTo(table, ValueDType(torchDtype)), TableDType(torchDtype));
+
+    private static float[] RoundTo(float[] values, SafeTensorsDType dtype) => dtype switch
     {
         SafeTensorsDType.BF16 => values.Select(v => BFloat16.ToSingle(BFloat16.FromSingle(v))).ToArray(),
         SafeTensorsDType.F16 => values.Select(v => (float)(Half)v).ToArray(),
         _ => values,
     };
-
-    /// <summary>The code's table as the quantizer searches with it and the checkpoint stores it.</summary>
-    public static float[] RoundTable(float[] table, string? torchDtype) =>
-        torchDtype == "float16"
-            ? table.Select(v => (float)(Half)v).ToArray()
-            : table.Select(v => BFloat16.ToSingle(BFloat16.FromSingle(v))).ToArray();
 
     /// <summary>Storage bits of one quantized linear: trellis + SU + SV + the table.</summary>
     public static long StorageBits(int m, int n, int k, int tableLength, string? torchDtype)
@@ -65,8 +73,19 @@ public static class QtipFormat
         long trellis = (long)m * n * k;
         long su = (long)n * (ValueDType(torchDtype) == SafeTensorsDType.F32 ? 32 : 16);
         long sv = 32L * m;
-        long table = tableLength * 16L;
+        long table = tableLength * (TableDType(torchDtype) == SafeTensorsDType.F32 ? 32L : 16L);
         return trellis + su + sv + table;
+    }
+
+    /// <summary>The tensors a reader requires of a quantized m×n linear of a <paramref name="quip"/> checkpoint: suffix, dtype
+    /// (null: any float dtype) and shape.</summary>
+    public static IEnumerable<(string Suffix, SafeTensorsDType? DType, long[] Shape)> LinearTensors(QuipParams quip, int m, int n)
+    {
+        yield return (TrellisSuffix, SafeTensorsDType.I16, [(long)(m / 16) * (n / 16), 16 * quip.K]);
+        yield return (SuSuffix, null, [n]);
+        yield return (SvSuffix, null, [m]);
+        if (quip.TableRows > 0)
+            yield return (TableSuffix, null, [quip.TableRows, quip.V]);
     }
 
     /// <summary>Adds the tensors of the quantized linear <paramref name="prefix"/> (m×n, K bits) to <paramref name="writer"/>.</summary>
