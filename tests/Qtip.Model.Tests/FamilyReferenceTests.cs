@@ -37,23 +37,6 @@ public abstract class FamilyReferenceTests(BackendKind backend) : BackendTest(ba
 
     internal static JsonElement Reference(string dir) => JsonDocument.Parse(File.ReadAllBytes(Path.Combine(dir, "reference.json"))).RootElement;
 
-    private sealed class Hidden : IActivationObserver
-    {
-        public Dictionary<int, float[]> States { get; } = [];
-
-        public void OnLinearInput(int layer, LinearInput which, ArrayView<float> input, int rows, int features, AcceleratorStream stream)
-        {
-        }
-
-        public void OnHiddenState(int index, ArrayView<float> x, int rows, int features, AcceleratorStream stream)
-        {
-            stream.Synchronize();
-            var h = new float[rows * features];
-            x.SubView(0, h.Length).CopyToCPU(h);
-            States[index] = h;
-        }
-    }
-
     [Theory]
     [MemberData(nameof(Models))]
     public void Positions_LogitsArgmaxAndHiddenNormsMatchTransformers(string model)
@@ -64,7 +47,7 @@ public abstract class FamilyReferenceTests(BackendKind backend) : BackendTest(ba
         using var ckpt = LlamaCheckpoint.Open(dir);
         Assert.Equal(model.Split('-')[0] switch { "llama3" => "llama", var t => t }, ckpt.Config.ModelType);
         using var m = LlamaModel.Load(Device, ckpt, new ModelOptions { Precision = WeightPrecision.Float32, MaxContext = 64 });
-        var hidden = new Hidden();
+        var hidden = new HiddenStateRecorder();
         m.Observer = hidden;
         m.Prefill(ids);
         var positions = reference.GetProperty("positions").EnumerateArray().ToArray();
