@@ -64,7 +64,8 @@ public sealed class CheckpointTests : IDisposable
     }
 
     [Theory]
-    [InlineData("model_type", "\"mistral\"", "unsupported model_type 'mistral'")]
+    [InlineData("model_type", "\"gpt2\"", "unsupported model_type 'gpt2' (supported: 'llama', 'mistral', 'qwen2')")]
+    [InlineData("model_type", "\"mistral\"", "expected MistralForCausalLM")]
     [InlineData("architectures", "[\"GPT2LMHeadModel\"]", "GPT2LMHeadModel")]
     [InlineData("num_key_value_heads", "3", "not divisible by num_key_value_heads 3")]
     [InlineData("hidden_act", "\"gelu\"", "gelu")]
@@ -78,6 +79,65 @@ public sealed class CheckpointTests : IDisposable
         var e = Assert.Throws<ModelFormatException>(() => LlamaConfig.Load(path));
         Assert.Contains("config.json", e.Message, StringComparison.Ordinal);
         Assert.Contains(expected, e.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>Each family's own keys: Mistral's sliding_window (null = full attention), Qwen2's use_sliding_window refused.</summary>
+    [Theory]
+    [InlineData("mistral", "MistralForCausalLM", "\"sliding_window\": 4096", 4096, null)]
+    [InlineData("mistral", "MistralForCausalLM", "\"sliding_window\": null", 0, null)]
+    [InlineData("mistral", "MistralForCausalLM", "\"sliding_window\": 0", 0, "sliding_window must be positive or null")]
+    [InlineData("mistral", "MistralForCausalLM", "\"sliding_window\": \"wide\"", 0, "\"sliding_window\" is \"wide\", not an integer")]
+    [InlineData("qwen2", "Qwen2ForCausalLM", "\"use_sliding_window\": false, \"sliding_window\": 4096", 0, null)]
+    [InlineData("qwen2", "Qwen2ForCausalLM", "\"use_sliding_window\": true", 0, "use_sliding_window: true is not supported")]
+    [InlineData("qwen2", "Qwen2ForCausalLM", "\"layer_types\": [\"full_attention\", \"sliding_attention\"]", 0, "layer_types holds 'sliding_attention'")]
+    [InlineData("llama", "LlamaForCausalLM", "\"attention_bias\": true", 0, "attention_bias / mlp_bias are not supported")]
+    public void FamilyKeys_ReadOrOneClearError(string modelType, string architecture, string keys, int window, string? error)
+    {
+        var cfg = NanoConfig();
+        cfg["model_type"] = modelType;
+        cfg["architectures"] = new JsonArray(architecture);
+        foreach (var (key, value) in JsonNode.Parse("{" + keys + "}")!.AsObject())
+            cfg[key] = value?.DeepClone();
+        var path = WriteConfig(cfg);
+        if (error is null)
+        {
+            var c = LlamaConfig.Load(path);
+            Assert.Equal(modelType, c.Family.ModelType);
+            Assert.Equal(window, c.SlidingWindow);
+            return;
+        }
+        var e = Assert.Throws<ModelFormatException>(() => LlamaConfig.Load(path));
+        Assert.Contains("config.json", e.Message, StringComparison.Ordinal);
+        Assert.Contains(error, e.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>A Qwen2 checkpoint must carry its q/k/v biases: a missing one is named, with its shape.</summary>
+    [Fact]
+    public void Qwen2_MissingBias_IsNamed()
+    {
+        var folder = FamilyCheckpoints.Write(Path.Combine(dir, "qwen2"), "qwen2");
+        var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "config.json")))!.AsObject();
+        cfg["model_type"] = "llama";
+        cfg["architectures"] = new JsonArray("LlamaForCausalLM");
+        cfg.Remove("use_sliding_window");
+        File.WriteAllText(Path.Combine(folder, "config.json"), cfg.ToJsonString());
+        using (var asLlama = LlamaCheckpoint.Open(folder))
+            Assert.False(asLlama.Config.Family.HasBiases); // the stored biases are not read as Llama's
+
+        var reduced = new SafeTensorsWriter();
+        using (var f = SafeTensorsFile.Open(Path.Combine(folder, "model.safetensors")))
+        {
+            foreach (var t in f.Tensors.Where(t => t.Name != "model.layers.1.self_attn.v_proj.bias"))
+                reduced.AddFrom(f, t.Name);
+            reduced.Write(Path.Combine(folder, "model2.safetensors"));
+        }
+        File.Move(Path.Combine(folder, "model2.safetensors"), Path.Combine(folder, "model.safetensors"), overwrite: true);
+        cfg["model_type"] = "qwen2";
+        cfg["architectures"] = new JsonArray("Qwen2ForCausalLM");
+        File.WriteAllText(Path.Combine(folder, "config.json"), cfg.ToJsonString());
+        var e = Assert.Throws<ModelFormatException>(() => LlamaCheckpoint.Open(folder));
+        Assert.Contains("model.layers.1.self_attn.v_proj.bias", e.Message, StringComparison.Ordinal);
+        Assert.Contains("Qwen2ForCausalLM", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -17,23 +17,6 @@ namespace Qtip.Model.Tests;
 [RunOn(BackendKind.Cpu, BackendKind.Cuda)]
 public abstract class LayerForwardTests(BackendKind backend) : BackendTest(backend)
 {
-    private sealed class Hidden : IActivationObserver
-    {
-        public Dictionary<int, float[]> States { get; } = [];
-
-        public void OnLinearInput(int layer, LinearInput which, ArrayView<float> input, int rows, int features, AcceleratorStream stream)
-        {
-        }
-
-        public void OnHiddenState(int index, ArrayView<float> x, int rows, int features, AcceleratorStream stream)
-        {
-            stream.Synchronize();
-            var h = new float[rows * features];
-            x.SubView(0, h.Length).CopyToCPU(h);
-            States[index] = h;
-        }
-    }
-
     [Fact]
     public void LayerByLayer_GivesTheSameBitsAsThePrefill()
     {
@@ -43,7 +26,7 @@ public abstract class LayerForwardTests(BackendKind backend) : BackendTest(backe
         const int rows = 24;
         var ids = Enumerable.Range(0, rows).Select(i => ((i * 37) + 5) % c.VocabSize).ToArray();
 
-        var observer = new Hidden();
+        var observer = new HiddenStateRecorder();
         using (var model = LlamaModel.Load(device, checkpoint, new ModelOptions { Precision = WeightPrecision.Float32, MaxContext = 32, MaxPrefillRows = 32 }))
         {
             model.Observer = observer;

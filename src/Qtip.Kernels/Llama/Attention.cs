@@ -9,6 +9,9 @@ namespace Qtip.Kernels.Llama;
 /// <summary>
 /// Causal grouped-query attention over a KV cache, for one decode row or a whole prefill window:
 /// out[r, h] = Σ_{t ≤ pos0+r} softmax_t(q[r,h]·K[t,g] / √d) · V[t,g] with g = h / (heads / kvHeads).
+/// With a sliding window w > 0 (Mistral) the row at position i sees only the keys i − w &lt; t ≤ i (transformers'
+/// rule); w = 0 is full causal attention. The window moves the first position of each row: the prefill kernels start
+/// their loops there, the decode kernel is handed caches that start there.
 ///
 /// Design: one group per (row, head). The scores of the row live in dynamic shared memory (so positions are bounded
 /// by the group's shared memory: 48 KB on CUDA ≈ 10k positions); each warp takes every W-th position and its lanes
@@ -84,10 +87,11 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
 
     /// <summary>
     /// q: rows × qStride (heads·headDim used, already rotated); caches: [positions × kvHeads·headDim] holding
-    /// positions 0..pos0+rows−1; out: rows × heads·headDim.
+    /// positions 0..pos0+rows−1; out: rows × heads·headDim. <paramref name="window"/> &gt; 0: the row at position i
+    /// attends to positions i − window &lt; t ≤ i only (sliding window); 0: to every t ≤ i.
     /// </summary>
     public void Apply(ArrayView<float> q, int qStride, ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> output,
-        int rows, int pos0, int heads, int kvHeads, int headDim, AcceleratorStream? stream = null)
+        int rows, int pos0, int heads, int kvHeads, int headDim, AcceleratorStream? stream = null, int window = 0)
     {
         const string op = "Attention";
         Check.Positive(op, "rows", rows);
@@ -98,6 +102,8 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
             throw new ArgumentException($"{op}: heads {heads} not divisible by kvHeads {kvHeads}", nameof(kvHeads));
         if (pos0 < 0)
             throw new ArgumentOutOfRangeException(nameof(pos0), pos0, $"{op}: negative position");
+        if (window < 0)
+            throw new ArgumentOutOfRangeException(nameof(window), window, $"{op}: negative sliding window");
         int qDim = heads * headDim, kvDim = kvHeads * headDim;
         if (qStride < qDim)
             throw new ArgumentException($"{op}: q stride {qStride} below heads×headDim = {qDim}", nameof(qStride));
@@ -114,10 +120,15 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
         long groups = (long)rows * heads;
         if (groups > int.MaxValue)
             throw new ArgumentException($"{op}: {rows}×{heads} groups exceed one launch", nameof(rows));
-        if (rows == 1 && Style == KernelStyle.Grouped && TryDecode(q, kCache, vCache, output, (int)positions, heads, kvHeads, headDim, stream))
-            return;
+        if (rows == 1 && Style == KernelStyle.Grouped)
+        {
+            // One row sees positions first..pos0: hand the decode kernel the caches from `first` on.
+            long first = window > 0 ? Math.Max(0, pos0 - window + 1) : 0;
+            if (TryDecode(q, kCache.SubView(first * kvDim), vCache.SubView(first * kvDim), output, (int)(positions - first), heads, kvHeads, headDim, stream))
+                return;
+        }
         LastDecodeSplits = 1;
-        var p = new AttentionParams(qStride, pos0, heads, kvHeads, headDim, 1f / MathF.Sqrt(headDim), (int)positions);
+        var p = new AttentionParams(qStride, pos0, heads, kvHeads, headDim, 1f / MathF.Sqrt(headDim), (int)positions, window);
         if (Style == KernelStyle.Serial)
         {
             serial(stream ?? device.Accelerator.DefaultStream, (int)groups, q, kCache, vCache, output, Scratch(groups * positions), p);
@@ -195,7 +206,7 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
         }
     }
 
-    public readonly struct AttentionParams(int qStride, int pos0, int heads, int kvHeads, int headDim, float scale, int positions)
+    public readonly struct AttentionParams(int qStride, int pos0, int heads, int kvHeads, int headDim, float scale, int positions, int window)
     {
         public readonly int QStride = qStride;
         public readonly int Pos0 = pos0;
@@ -204,6 +215,12 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
         public readonly int HeadDim = headDim;
         public readonly float Scale = scale;
         public readonly int Positions = positions;
+
+        /// <summary>Sliding window (0 = none): row r sees positions max(0, pos0 + r − window + 1) .. pos0 + r.</summary>
+        public readonly int Window = window;
+
+        /// <summary>The first position a row whose last visible position is <paramref name="last"/> attends to.</summary>
+        public int First(int last) => Window > 0 ? XMath.Max(0, last - Window + 1) : 0;
     }
 
     public readonly struct DecodeParams(int heads, int kvHeads, int headDim, float scale, int positions, int lanes, int chunk, int splits, int subsets, int stride)
@@ -409,16 +426,17 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
         int h = Grid.IdxX - (r * p.Heads);
         int kvh = h / (p.Heads / p.KvHeads);
         int kvDim = p.KvHeads * p.HeadDim;
-        int last = p.Pos0 + r; // attends to positions 0..last
+        int last = p.Pos0 + r; // attends to positions first..last
+        int first = p.First(last);
         long qb = ((long)r * p.QStride) + (h * p.HeadDim);
         int tid = Group.IdxX;
         int g = Group.DimX;
         int lane = Warp.LaneIdx;
         int w = Warp.WarpIdx;
 
-        // Scores: warp w takes positions w, w + warps, …; its lanes split the head dimension, four dimensions per lane
-        // per step (d = d0 + lane + j·warp), so each lane has four independent loads in flight.
-        for (int t0 = 0; t0 <= last; t0 += warps)
+        // Scores: warp w takes positions first + w, first + w + warps, …; its lanes split the head dimension, four
+        // dimensions per lane per step (d = d0 + lane + j·warp), so each lane has four independent loads in flight.
+        for (int t0 = first; t0 <= last; t0 += warps)
         {
             int t = t0 + w;
             float dot = 0f;
@@ -446,11 +464,11 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
         Group.Barrier();
 
         float m = float.NegativeInfinity;
-        for (int t = tid; t <= last; t += g)
+        for (int t = first + tid; t <= last; t += g)
             m = XMath.Max(m, scores[t]);
         m = GroupExtensions.AllReduce<float, MaxFloat>(m);
         float sum = 0f;
-        for (int t = tid; t <= last; t += g)
+        for (int t = first + tid; t <= last; t += g)
         {
             float e = XMath.Exp(scores[t] - m);
             scores[t] = e;
@@ -466,7 +484,7 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
         {
             int d = d0 + lane;
             float a0 = 0f, a1 = 0f, a2 = 0f, a3 = 0f;
-            for (int t = w; t <= last; t += warps)
+            for (int t = first + w; t <= last; t += warps)
             {
                 float pt = scores[t];
                 long vb = ((long)t * kvDim) + (kvh * p.HeadDim);
@@ -509,10 +527,11 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
         int kvh = h / (p.Heads / p.KvHeads);
         int kvDim = p.KvHeads * p.HeadDim;
         int last = p.Pos0 + r;
+        int first = p.First(last);
         long qb = ((long)r * p.QStride) + (h * p.HeadDim);
         long sb = (long)i.X * p.Positions;
         float m = float.NegativeInfinity;
-        for (int t = 0; t <= last; t++)
+        for (int t = first; t <= last; t++)
         {
             long kb = ((long)t * kvDim) + (kvh * p.HeadDim);
             float dot = 0f;
@@ -523,7 +542,7 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
             m = XMath.Max(m, dot);
         }
         float sum = 0f;
-        for (int t = 0; t <= last; t++)
+        for (int t = first; t <= last; t++)
         {
             float e = XMath.Exp(scratch[sb + t] - m);
             scratch[sb + t] = e;
@@ -533,7 +552,7 @@ public sealed class Attention : IKernelSet<Attention>, IDisposable
         long ob = ((long)r * p.Heads * p.HeadDim) + (h * p.HeadDim);
         for (int d = 0; d < p.HeadDim; d++)
             output[ob + d] = 0f;
-        for (int t = 0; t <= last; t++)
+        for (int t = first; t <= last; t++)
         {
             float pt = scratch[sb + t] * inv;
             long vb = ((long)t * kvDim) + (kvh * p.HeadDim);

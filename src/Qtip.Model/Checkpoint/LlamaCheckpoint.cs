@@ -1,3 +1,5 @@
+using Qtip.Model.Families;
+
 namespace Qtip.Model.Checkpoint;
 
 /// <summary>Which linear of a decoder layer (or the output head).</summary>
@@ -13,7 +15,10 @@ public enum LinearKind
     LmHead,
 }
 
-/// <summary>Hugging Face tensor names of a Llama checkpoint.</summary>
+/// <summary>
+/// Hugging Face tensor names of the pre-norm decoder checkpoints (the same for every family in
+/// <see cref="ModelFamilies.All"/>); the decoder-layer linears come from the family spec.
+/// </summary>
 public static class LlamaNames
 {
     public const string Embedding = "model.embed_tokens.weight";
@@ -25,42 +30,25 @@ public static class LlamaNames
     public static string PostAttentionNorm(int layer) => $"model.layers.{layer}.post_attention_layernorm.weight";
 
     /// <summary>The weight name of a linear; <paramref name="layer"/> is ignored for <see cref="LinearKind.LmHead"/>.</summary>
-    public static string Linear(int layer, LinearKind kind) => kind switch
-    {
-        LinearKind.Q => $"model.layers.{layer}.self_attn.q_proj.weight",
-        LinearKind.K => $"model.layers.{layer}.self_attn.k_proj.weight",
-        LinearKind.V => $"model.layers.{layer}.self_attn.v_proj.weight",
-        LinearKind.O => $"model.layers.{layer}.self_attn.o_proj.weight",
-        LinearKind.Gate => $"model.layers.{layer}.mlp.gate_proj.weight",
-        LinearKind.Up => $"model.layers.{layer}.mlp.up_proj.weight",
-        LinearKind.Down => $"model.layers.{layer}.mlp.down_proj.weight",
-        LinearKind.LmHead => LmHead,
-        _ => throw new ArgumentOutOfRangeException(nameof(kind)),
-    };
+    public static string Linear(int layer, LinearKind kind) =>
+        kind == LinearKind.LmHead ? LmHead : LlamaFamily.Spec.Linear(kind).WeightName(layer);
 
     /// <summary>"model.layers.3.self_attn.q_proj" for "model.layers.3.self_attn.q_proj.weight": the prefix of a quantized linear's tensors.</summary>
     public static string QuantizedPrefix(string weightName) =>
         weightName.EndsWith(".weight", StringComparison.Ordinal) ? weightName[..^".weight".Length] : weightName;
 
     /// <summary>[out, in] of a linear weight.</summary>
-    public static (int Out, int In) LinearShape(LlamaConfig c, LinearKind kind) => kind switch
-    {
-        LinearKind.Q => (c.QDim, c.HiddenSize),
-        LinearKind.K or LinearKind.V => (c.KvDim, c.HiddenSize),
-        LinearKind.O => (c.HiddenSize, c.QDim),
-        LinearKind.Gate or LinearKind.Up => (c.IntermediateSize, c.HiddenSize),
-        LinearKind.Down => (c.HiddenSize, c.IntermediateSize),
-        LinearKind.LmHead => (c.VocabSize, c.HiddenSize),
-        _ => throw new ArgumentOutOfRangeException(nameof(kind)),
-    };
+    public static (int Out, int In) LinearShape(LlamaConfig c, LinearKind kind) =>
+        kind == LinearKind.LmHead ? (c.VocabSize, c.HiddenSize) : c.Family.Linear(kind).Shape(c);
 
     public static readonly LinearKind[] LayerLinears = [LinearKind.Q, LinearKind.K, LinearKind.V, LinearKind.O, LinearKind.Gate, LinearKind.Up, LinearKind.Down];
 }
 
 /// <summary>
-/// A Hugging Face Llama checkpoint folder: <c>config.json</c>, the safetensors weights (single or sharded) and the
-/// tokenizer files. Opening checks that every tensor a Llama of this config needs is present with the right shape
-/// and a float dtype (F32, F16, BF16); with tied embeddings (or no <c>lm_head.weight</c> and
+/// A Hugging Face checkpoint folder of a pre-norm decoder family (Llama, Mistral, Qwen2): <c>config.json</c>, the
+/// safetensors weights (single or sharded) and the tokenizer files. Opening checks that every tensor the family spec
+/// (<see cref="LlamaConfig.Family"/>) names for this config is present with the right shape and a float dtype (F32,
+/// F16, BF16), biases included (unquantized in a QTIP checkpoint too); with tied embeddings (or no <c>lm_head.weight</c> and
 /// <c>tie_word_embeddings</c>) the embedding is the output projection.
 /// </summary>
 public sealed class LlamaCheckpoint : IDisposable
@@ -120,7 +108,7 @@ public sealed class LlamaCheckpoint : IDisposable
         {
             if (!store.Contains(name))
                 throw new ModelFormatException(store.Files.Count == 1 ? store.Files[0].Path : Path.GetDirectoryName(store.Files[0].Path)!, name,
-                    $"missing: a Llama with this config.json needs it, shape {TensorInfo.ShapeString(shape)}");
+                    $"missing: a {c.Family.Architecture} with this config.json needs it, shape {TensorInfo.ShapeString(shape)}");
             var t = store.Info(name);
             if (dtype is { } d ? t.DType != d : !t.DType.IsWeightFloat())
                 throw new ModelFormatException(t.File, name, $"dtype {t.DType.Name()} {t.ShapeText}: expected {(dtype is { } e ? e.Name() : "F32, F16 or BF16")}");
@@ -128,10 +116,12 @@ public sealed class LlamaCheckpoint : IDisposable
                 throw new ModelFormatException(t.File, name, $"shape {t.ShapeText}, but config.json implies {TensorInfo.ShapeString(shape)}");
         }
 
-        void ExpectLinear(int layer, LinearKind kind)
+        void ExpectLinear(int layer, LinearSpec spec)
         {
-            var (o, i) = LlamaNames.LinearShape(c, kind);
-            string name = LlamaNames.Linear(layer, kind);
+            var (o, i) = spec.Shape(c);
+            string name = spec.WeightName(layer);
+            if (spec.Bias)
+                Expect(spec.BiasName(layer), o);
             if (quip is null)
             {
                 Expect(name, o, i);
@@ -149,8 +139,8 @@ public sealed class LlamaCheckpoint : IDisposable
         {
             Expect(LlamaNames.InputNorm(l), c.HiddenSize);
             Expect(LlamaNames.PostAttentionNorm(l), c.HiddenSize);
-            foreach (var kind in LlamaNames.LayerLinears)
-                ExpectLinear(l, kind);
+            foreach (var spec in c.Family.Linears)
+                ExpectLinear(l, spec);
         }
         Expect(LlamaNames.FinalNorm, c.HiddenSize);
         if (store.Contains(LlamaNames.LmHead))

@@ -1,4 +1,6 @@
 using System.Text.Json;
+using System.Text.Json.Serialization;
+using Qtip.Model.Families;
 
 namespace Qtip.Model.Checkpoint;
 
@@ -6,7 +8,9 @@ namespace Qtip.Model.Checkpoint;
 public sealed record RopeScaling(string Type, double Factor = 1, double LowFreqFactor = 1, double HighFreqFactor = 4, int OriginalMaxPositionEmbeddings = 8192);
 
 /// <summary>
-/// A Llama <c>config.json</c> (Llama 1/2/3, transformers 4 and 5 spellings), immutable. Classic keys
+/// The <c>config.json</c> of a pre-norm decoder (Llama 1/2/3, Mistral, Qwen2: <see cref="ModelFamilies.All"/>; transformers 4
+/// and 5 spellings), immutable. The keys every family shares are read here; <see cref="Family"/> (chosen by
+/// <c>model_type</c>) reads its own (Mistral's sliding_window, Qwen2's use_sliding_window). Classic keys
 /// (<c>rope_theta</c>, <c>rope_scaling</c>, <c>torch_dtype</c>) and transformers 5's <c>rope_parameters</c> and
 /// <c>dtype</c> are both read; <c>rope_parameters</c> wins when both are present.
 /// </summary>
@@ -25,6 +29,13 @@ public sealed record LlamaConfig
     public required double RmsNormEps { get; init; }
     public required double RopeTheta { get; init; }
     public required RopeScaling RopeScaling { get; init; }
+
+    /// <summary>The family spec (by model_type): the linears, their names, biases and quantization order.</summary>
+    [JsonIgnore]
+    public ModelFamily Family { get; init; } = LlamaFamily.Spec;
+
+    /// <summary>Sliding-window attention: a query at position i sees keys i − w &lt; j ≤ i; 0 = full causal attention.</summary>
+    public int SlidingWindow { get; init; }
 
     /// <summary>RoPE inverse frequencies (head_dim/2) of this config: θ^(−2i/d), then the rope_scaling rule (linear, llama3).</summary>
     public float[] RopeInverseFrequencies()
@@ -97,18 +108,17 @@ public sealed record LlamaConfig
         var r = doc.RootElement;
         if (r.ValueKind != JsonValueKind.Object)
             throw new ModelFormatException(path, null, "not a JSON object");
-        var p = new Reader(r, path);
+        var p = new ConfigKeys(r, path);
         string modelType = p.String("model_type") ?? throw Bad(path, "has no \"model_type\"");
-        if (modelType != "llama")
-            throw Bad(path, $"unsupported model_type '{modelType}' (only 'llama' is supported)");
+        var family = ModelFamilies.Find(modelType)
+            ?? throw Bad(path, $"unsupported model_type '{modelType}' (supported: {string.Join(", ", ModelFamilies.All.Select(f => $"'{f.ModelType}'"))})");
         var arch = p.StringArray("architectures");
-        if (arch.Count > 0 && !arch.Contains("LlamaForCausalLM"))
-            throw Bad(path, $"unsupported architectures [{string.Join(", ", arch)}] (expected LlamaForCausalLM)");
+        if (arch.Count > 0 && !arch.Contains(family.Architecture))
+            throw Bad(path, $"unsupported architectures [{string.Join(", ", arch)}] (expected {family.Architecture})");
         string act = p.String("hidden_act") ?? "silu";
         if (act != "silu")
-            throw Bad(path, $"unsupported hidden_act '{act}' (Llama uses silu)");
-        if (p.Bool("attention_bias") == true || p.Bool("mlp_bias") == true)
-            throw Bad(path, "attention_bias / mlp_bias are not supported (Llama has no biases)");
+            throw Bad(path, $"unsupported hidden_act '{act}' ({family.Architecture} uses silu)");
+        var facts = family.ReadFacts(p);
 
         int hidden = p.RequiredInt("hidden_size");
         int heads = p.RequiredInt("num_attention_heads");
@@ -128,7 +138,7 @@ public sealed record LlamaConfig
 
         var ropeParams = r.TryGetProperty("rope_parameters", out var rp) && rp.ValueKind == JsonValueKind.Object ? rp : (JsonElement?)null;
         double theta = ropeParams is { } rpe && rpe.TryGetProperty("rope_theta", out var t1) && t1.ValueKind == JsonValueKind.Number
-            ? new Reader(rpe, path).Double("rope_theta")!.Value
+            ? new ConfigKeys(rpe, path).Double("rope_theta")!.Value
             : p.Double("rope_theta") ?? 10000.0;
         var scalingElement = ropeParams ?? (r.TryGetProperty("rope_scaling", out var rs) && rs.ValueKind == JsonValueKind.Object ? rs : null);
         var scaling = ParseScaling(scalingElement, path);
@@ -144,6 +154,8 @@ public sealed record LlamaConfig
         var cfg = new LlamaConfig
         {
             ModelType = modelType,
+            Family = family,
+            SlidingWindow = facts.SlidingWindow,
             Architectures = arch,
             HiddenSize = hidden,
             IntermediateSize = p.RequiredInt("intermediate_size"),
@@ -204,15 +216,13 @@ public sealed record LlamaConfig
             ? id
             : throw Bad(path, $"\"{key}\" holds {Shorten(e.GetRawText())}, not an integer token id");
 
-    private static string Shorten(string raw) => raw.Length <= 40 ? raw : raw[..40] + "…";
-
     private static RopeScaling ParseScaling(JsonElement? e, string path)
     {
         if (e is not { } s)
             return new RopeScaling("default");
         string type = (s.TryGetProperty("rope_type", out var rt) && rt.ValueKind == JsonValueKind.String ? rt.GetString()
             : s.TryGetProperty("type", out var ty) && ty.ValueKind == JsonValueKind.String ? ty.GetString() : null) ?? "default";
-        var p = new Reader(s, path);
+        var p = new ConfigKeys(s, path);
         return type switch
         {
             "default" => new RopeScaling("default"),
@@ -228,37 +238,50 @@ public sealed record LlamaConfig
 
     private static ModelFormatException Bad(string path, string problem) => new(path, null, problem);
 
-    private readonly struct Reader(JsonElement root, string path)
+    internal static string Shorten(string raw) => raw.Length <= 40 ? raw : raw[..40] + "…";
+}
+
+/// <summary>Typed reads of a config.json object; a wrong type is a <see cref="ModelFormatException"/> naming the file and the key.</summary>
+public readonly struct ConfigKeys(JsonElement root, string path)
+{
+    public string? String(string key) =>
+        root.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+
+    public bool? Bool(string key) =>
+        root.TryGetProperty(key, out var v) && v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : null;
+
+    public int? Int(string key)
     {
-        public string? String(string key) =>
-            root.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
-
-        public bool? Bool(string key) =>
-            root.TryGetProperty(key, out var v) && v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : null;
-
-        public int? Int(string key)
-        {
-            if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
-                return null;
-            if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out int i))
-                throw Bad(path, $"\"{key}\" is {Shorten(v.GetRawText())}, not an integer");
-            return i;
-        }
-
-        public int RequiredInt(string key) => Int(key) ?? throw Bad(path, $"has no \"{key}\"");
-
-        public double? Double(string key)
-        {
-            if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
-                return null;
-            if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out double d) || !double.IsFinite(d))
-                throw Bad(path, $"\"{key}\" is {Shorten(v.GetRawText())}, not a finite number");
-            return d;
-        }
-
-        public List<string> StringArray(string key) =>
-            root.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Array
-                ? v.EnumerateArray().Where(x => x.ValueKind == JsonValueKind.String).Select(x => x.GetString()!).ToList()
-                : [];
+        if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
+            return null;
+        if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out int i))
+            throw Bad(path, $"\"{key}\" is {Shorten(v.GetRawText())}, not an integer");
+        return i;
     }
+
+    public int RequiredInt(string key) => Int(key) ?? throw Bad(path, $"has no \"{key}\"");
+
+    public double? Double(string key)
+    {
+        if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
+            return null;
+        if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out double d) || !double.IsFinite(d))
+            throw Bad(path, $"\"{key}\" is {Shorten(v.GetRawText())}, not a finite number");
+        return d;
+    }
+
+    /// <summary>True when the key is there and not null.</summary>
+    public bool Present(string key) => root.TryGetProperty(key, out var v) && v.ValueKind != JsonValueKind.Null;
+
+    /// <summary>A problem with this config file.</summary>
+    public ModelFormatException Bad(string problem) => new(path, null, problem);
+
+    private static ModelFormatException Bad(string path, string problem) => new(path, null, problem);
+
+    private static string Shorten(string raw) => LlamaConfig.Shorten(raw);
+
+    public List<string> StringArray(string key) =>
+        root.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Array
+            ? v.EnumerateArray().Where(x => x.ValueKind == JsonValueKind.String).Select(x => x.GetString()!).ToList()
+            : [];
 }

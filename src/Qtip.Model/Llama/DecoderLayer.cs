@@ -6,13 +6,31 @@ using Qtip.Model.Checkpoint;
 namespace Qtip.Model.Llama;
 
 /// <summary>
-/// The weights of one decoder layer on the device, on their own (layer-streaming quantization holds one or a few at a
-/// time): input_layernorm and post_attention_layernorm (dim), and the seven linears indexed by <see cref="LinearKind"/>:
-/// q (qDim, dim), k, v (kvDim, dim), o (dim, qDim), gate, up (hidden, dim), down (dim, hidden).
+/// The weights of one decoder layer on the device: input_layernorm and post_attention_layernorm (dim), and the seven
+/// linears indexed by <see cref="LinearKind"/>: q (qDim, dim), k, v (kvDim, dim), o (dim, qDim), gate, up (hidden, dim),
+/// down (dim, hidden). The model holds one per layer; layer-streaming quantization holds one or a few at a time. Both
+/// run it with <see cref="LayerForward.RunLayer"/>.
 /// </summary>
 public sealed class DecoderLayer : IDisposable
 {
     private readonly ILinearLayer?[] linears = new ILinearLayer?[7];
+
+    /// <summary>The linears by <see cref="LinearKind"/>, for the model that owns the layer (it swaps them without the indexer's dispose).</summary>
+    internal ILinearLayer[] Linears => linears!;
+
+    public ILinearLayer Q => this[LinearKind.Q];
+
+    public ILinearLayer K => this[LinearKind.K];
+
+    public ILinearLayer V => this[LinearKind.V];
+
+    public ILinearLayer O => this[LinearKind.O];
+
+    public ILinearLayer Gate => this[LinearKind.Gate];
+
+    public ILinearLayer Up => this[LinearKind.Up];
+
+    public ILinearLayer Down => this[LinearKind.Down];
 
     public DecoderLayer(int index, MemoryBuffer1D<float, Stride1D.Dense> inputNorm, MemoryBuffer1D<float, Stride1D.Dense> postNorm)
     {
@@ -41,6 +59,22 @@ public sealed class DecoderLayer : IDisposable
                 old.Dispose();
             linears[(int)kind] = value;
         }
+    }
+
+    /// <summary>
+    /// Replaces the weight of linear <paramref name="kind"/> by <paramref name="product"/> (same shape), keeping its bias
+    /// if it has one: what the sequential quantizer does with each reconstruction. The old product is disposed.
+    /// </summary>
+    public void ReplaceProduct(LinearKind kind, ILinearLayer product)
+    {
+        if (linears[(int)kind] is BiasedLinear b)
+        {
+            if (b.InFeatures != product.InFeatures || b.OutFeatures != product.OutFeatures)
+                throw new ArgumentException($"{LlamaNames.Linear(Index, kind)}: replacement is {product.OutFeatures}×{product.InFeatures}, expected {b.OutFeatures}×{b.InFeatures}", nameof(product));
+            linears[(int)kind] = b.WithProduct(product);
+            return;
+        }
+        this[kind] = product;
     }
 
     public void Dispose()

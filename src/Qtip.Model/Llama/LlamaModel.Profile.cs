@@ -89,7 +89,7 @@ public sealed partial class LlamaModel
                 ropeCos.View, ropeSin.View, 1, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s), 0);
         }
         Add($"attention @{position + 1} positions", layerCount, () => device.Get<Attention>().Apply(q, qDim, kc, vc, xbv, 1, position,
-            c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s), 2L * (position + 1) * kvDim * sizeof(float));
+            c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s, c.SlidingWindow), 2L * (position + 1) * kvDim * sizeof(float));
         Add(lp.OAdds ? $"o+residual {dim}×{qDim}" : $"o {dim}×{qDim}", layerCount, () => AddInto(w.O, xbv, xv, xb2v), Bytes(w.O));
         string mlpShape = $"2×{hidden}×{dim}";
         if (lp.NormGateUp)

@@ -21,11 +21,13 @@ public sealed partial class LlamaModel
 
     /// <summary>
     /// The device buffers a quantized layer's fused decode needs beyond its linears: the q|k|v and gate|up input signs
-    /// and output signs laid end to end, so one <see cref="VectorRht"/> launch serves each group.
+    /// and output signs laid end to end, so one <see cref="VectorRht"/> launch serves each group, and the q|k|v biases
+    /// end to end (Qwen2; null when the layer has none), so one <see cref="BiasAdd"/> launch adds them.
     /// </summary>
     private sealed class QuantizedLayer(QtipLinear q, QtipLinear k, QtipLinear v, QtipLinear o, QtipLinear gate, QtipLinear up, QtipLinear down,
         MemoryBuffer1D<float, Stride1D.Dense> suQkv, MemoryBuffer1D<float, Stride1D.Dense> svQkv,
-        MemoryBuffer1D<float, Stride1D.Dense> suGateUp, MemoryBuffer1D<float, Stride1D.Dense> svGateUp) : IDisposable
+        MemoryBuffer1D<float, Stride1D.Dense> suGateUp, MemoryBuffer1D<float, Stride1D.Dense> svGateUp,
+        MemoryBuffer1D<float, Stride1D.Dense>? qkvBias) : IDisposable
     {
         public QtipLinear Q { get; } = q;
 
@@ -49,8 +51,11 @@ public sealed partial class LlamaModel
 
         public MemoryBuffer1D<float, Stride1D.Dense> SvGateUp { get; } = svGateUp; // 2 × hidden
 
+        public MemoryBuffer1D<float, Stride1D.Dense>? QkvBias { get; } = qkvBias;  // qDim | kvDim | kvDim, or null
+
         public void Dispose()
         {
+            QkvBias?.Dispose();
             SuQkv.Dispose();
             SvQkv.Dispose();
             SuGateUp.Dispose();
@@ -59,15 +64,21 @@ public sealed partial class LlamaModel
     }
 
     /// <summary>
-    /// True when layer <paramref name="l"/> can run the fused quantized decode: its seven linears are QTIP linears and
-    /// every width has a one-launch vector RHT.
+    /// True when layer <paramref name="l"/> can run the fused quantized decode: its seven linears are QTIP linears (q, k,
+    /// v possibly with a bias) and every width has a one-launch vector RHT.
     /// </summary>
     private bool QuantizedFusable(int l)
     {
         var c = Config;
-        return layers[l].Linears.All(li => li is QtipLinear)
+        var w = layers[l];
+        return new[] { w.Q, w.K, w.V }.All(li => Unbiased(li) is QtipLinear) && new[] { w.O, w.Gate, w.Up, w.Down }.All(li => li is QtipLinear)
             && VectorRht.Supports(c.HiddenSize) && VectorRht.Supports(c.QDim) && VectorRht.Supports(c.KvDim) && VectorRht.Supports(c.IntermediateSize);
     }
+
+    /// <summary>The product of a linear without its bias (the linear itself when it has none).</summary>
+    private static ILinearLayer Unbiased(ILinearLayer linear) => linear is BiasedLinear b ? b.Inner : linear;
+
+    private bool HasQkvBias(int l) => layers[l].Q is BiasedLinear || layers[l].K is BiasedLinear || layers[l].V is BiasedLinear;
 
     /// <summary>Builds (or returns) the fused-decode buffers of quantized layer <paramref name="l"/>.</summary>
     private QuantizedLayer QuantizedAt(int l)
@@ -77,7 +88,7 @@ public sealed partial class LlamaModel
         if (quantizedLayers[l] is { } cached)
             return cached;
         var w = layers[l];
-        var (q, k, v, o, g, u, d) = ((QtipLinear)w.Q, (QtipLinear)w.K, (QtipLinear)w.V, (QtipLinear)w.O, (QtipLinear)w.Gate, (QtipLinear)w.Up, (QtipLinear)w.Down);
+        var (q, k, v, o, g, u, d) = ((QtipLinear)Unbiased(w.Q), (QtipLinear)Unbiased(w.K), (QtipLinear)Unbiased(w.V), (QtipLinear)w.O, (QtipLinear)w.Gate, (QtipLinear)w.Up, (QtipLinear)w.Down);
         MemoryBuffer1D<float, Stride1D.Dense> Concat(params QtipLinear[] parts) => Join(parts.Select(p => p.InputSigns));
         MemoryBuffer1D<float, Stride1D.Dense> ConcatOut(params QtipLinear[] parts) => Join(parts.Select(p => p.OutputSigns));
         MemoryBuffer1D<float, Stride1D.Dense> Join(IEnumerable<ArrayView<float>> views)
@@ -92,7 +103,22 @@ public sealed partial class LlamaModel
             }
             return b;
         }
-        var layer = new QuantizedLayer(q, k, v, o, g, u, d, Concat(q, k, v), ConcatOut(q, k, v), Concat(g, u), ConcatOut(g, u));
+        MemoryBuffer1D<float, Stride1D.Dense>? QkvBias()
+        {
+            if (!HasQkvBias(l))
+                return null;
+            var b = acc.Allocate1D<float>(Config.QDim + (2L * Config.KvDim));
+            b.MemSetToZero();
+            long at = 0;
+            foreach (var li in new[] { w.Q, w.K, w.V })
+            {
+                if (li is BiasedLinear bl)
+                    bl.Bias.CopyTo(((ArrayView<float>)b.View).SubView(at, li.OutFeatures));
+                at += li.OutFeatures;
+            }
+            return b;
+        }
+        var layer = new QuantizedLayer(q, k, v, o, g, u, d, Concat(q, k, v), ConcatOut(q, k, v), Concat(g, u), ConcatOut(g, u), QkvBias());
         var c = Config;
         long width = Math.Max(Math.Max(c.HiddenSize, c.QDim), c.IntermediateSize);
         if (rhtIn is null || rhtIn.Length < 3 * width)
@@ -114,8 +140,8 @@ public sealed partial class LlamaModel
         quantizedLayers = [];
     }
 
-    /// <summary>Launches of one fused quantized layer in a decode step (see <see cref="QuantizedLayerSteps"/>).</summary>
-    private int QuantizedLayerLaunches => 17 + (Config.QDim == Config.KvDim ? 0 : 2);
+    /// <summary>Launches of fused quantized layer <paramref name="l"/> in a decode step (see <see cref="QuantizedLayerSteps"/>): one more with q|k|v biases.</summary>
+    private int QuantizedLayerLaunches(int l) => 17 + (Config.QDim == Config.KvDim ? 0 : 2) + (HasQkvBias(l) ? 1 : 0);
 
     /// <summary>
     /// The fused decode of quantized layer <paramref name="l"/> at <paramref name="position"/>, x complete on entry and
@@ -123,7 +149,8 @@ public sealed partial class LlamaModel
     /// <list type="number">
     /// <item>x̃_{q,k,v} = Had_dimᵀ(SU ⊙ rmsnorm(x) ⊙ w_in) for the three linears, one launch;</item>
     /// <item>the three trellis matvecs;</item>
-    /// <item>q|k|v = SV ⊙ Had(ỹ) (one launch when the widths agree), then RoPE and the KV-cache write;</item>
+    /// <item>q|k|v = SV ⊙ Had(ỹ) (one launch when the widths agree), + the q|k|v biases (one launch, only when the layer
+    /// has them), then RoPE and the KV-cache write;</item>
     /// <item>attention;</item>
     /// <item>o_proj: input RHT, matvec, output RHT added into x (the residual);</item>
     /// <item>x̃_{gate,up} with the post-attention norm, one launch; the two matvecs; SV ⊙ Had and SwiGLU in one launch;</item>
@@ -167,10 +194,18 @@ public sealed partial class LlamaModel
                 rht.Apply(yout.SubView(qDim, kvDim), 0, k, 0, kvDim, 1, false, RhtEpilogue.Store, outSign: ql.K.OutputSigns, stream: s);
                 rht.Apply(yout.SubView(qDim + kvDim, kvDim), 0, v, 0, kvDim, 1, false, RhtEpilogue.Store, outSign: ql.V.OutputSigns, stream: s);
             }),
+        };
+        if (ql.QkvBias is { } qkvBias)
+        {
+            steps.Add(new($"bias q|k|v {qDim}+{kvDim}+{kvDim}", 1, 0, () =>
+                device.Get<BiasAdd>().Apply(qkv.View.SubView(0, qDim + (2L * kvDim)), qkvBias.View, 1, qDim + (2 * kvDim), s)));
+        }
+        steps.AddRange(
+        [
             new("rope + kv cache", 1, 0, () => device.Get<Rope>().Apply(q, qDim, k, kvDim, v, kvDim, kc, vc, ropeCos.View, ropeSin.View, 1, position,
                 c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s)),
             new($"attention @{position + 1} positions", 1, 0, () => device.Get<Attention>().Apply(q, qDim, kc, vc, xbv, 1, position,
-                c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s)),
+                c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s, c.SlidingWindow)),
             new($"rht o in {qDim}", 1, 0, () =>
                 rht.Apply(xbv, 0, xin, 0, qDim, 1, transpose: true, RhtEpilogue.Store, inSign: ql.O.InputSigns, stream: s)),
             new($"trellis o {dim}×{qDim}", 1, Bytes(ql.O), () => ql.O.TransformedMatVec(xin.SubView(0, qDim), yout.SubView(0, dim), s)),
@@ -190,7 +225,7 @@ public sealed partial class LlamaModel
             new($"trellis down {dim}×{hidden}", 1, Bytes(ql.Down), () => ql.Down.TransformedMatVec(xin.SubView(0, hidden), yout.SubView(0, dim), s)),
             new($"rht down out+residual {dim}", 1, 0, () =>
                 rht.Apply(yout, 0, xv, 0, dim, 1, transpose: false, RhtEpilogue.AddInto, outSign: ql.Down.OutputSigns, stream: s)),
-        };
+        ]);
         return steps;
     }
 }

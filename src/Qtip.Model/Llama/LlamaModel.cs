@@ -24,7 +24,7 @@ public sealed partial class LlamaModel : IDisposable
     // Weights (shapes in comments; dim = hidden, qDim = heads·headDim, kvDim = kvHeads·headDim).
     private readonly MemoryBuffer1D<ILGPU.Half, Stride1D.Dense>? embedHalf; // (vocab, dim)
     private readonly MemoryBuffer1D<float, Stride1D.Dense>? embedFloat;     // (vocab, dim)
-    private readonly LayerWeights[] layers;
+    private readonly DecoderLayer[] layers;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> finalNorm;       // (dim)
     private ILinearLayer lmHead;                                            // (vocab, dim)
 
@@ -48,7 +48,7 @@ public sealed partial class LlamaModel : IDisposable
 
     private LlamaModel(QtipDevice device, LlamaConfig config, ModelOptions options, LlamaCheckpoint? checkpoint,
         MemoryBuffer1D<ILGPU.Half, Stride1D.Dense>? embedHalf, MemoryBuffer1D<float, Stride1D.Dense>? embedFloat,
-        LayerWeights[] layers, MemoryBuffer1D<float, Stride1D.Dense> finalNorm, ILinearLayer lmHead)
+        DecoderLayer[] layers, MemoryBuffer1D<float, Stride1D.Dense> finalNorm, ILinearLayer lmHead)
     {
         this.device = device;
         acc = device.Accelerator;
@@ -139,7 +139,7 @@ public sealed partial class LlamaModel : IDisposable
         var p = options.PrecisionOn(device);
         MemoryBuffer1D<ILGPU.Half, Stride1D.Dense>? eh = null;
         MemoryBuffer1D<float, Stride1D.Dense>? ef = null;
-        var layerList = new List<LayerWeights>();
+        var layerList = new List<DecoderLayer>();
         MemoryBuffer1D<float, Stride1D.Dense>? norm = null;
         ILinearLayer? head = null;
         try
@@ -161,14 +161,15 @@ public sealed partial class LlamaModel : IDisposable
                     inputNorm.Dispose();
                     throw;
                 }
-                var lw = new LayerWeights(inputNorm, postNorm);
+                var lw = new DecoderLayer(l, inputNorm, postNorm);
                 layerList.Add(lw);
-                foreach (var kind in LlamaNames.LayerLinears)
+                foreach (var spec in c.Family.Linears)
                 {
-                    var (o, i) = LlamaNames.LinearShape(c, kind);
-                    lw.Linears[(int)kind] = checkpoint.Quip is { } quip
-                        ? Quantized.QtipLinear.FromCheckpoint(device, store, quip, LlamaNames.Linear(l, kind), o, i)
-                        : DenseLinear.FromCheckpoint(device, store, LlamaNames.Linear(l, kind), p);
+                    var (o, i) = spec.Shape(c);
+                    ILinearLayer linear = checkpoint.Quip is { } quip
+                        ? Quantized.QtipLinear.FromCheckpoint(device, store, quip, spec.WeightName(l), o, i)
+                        : DenseLinear.FromCheckpoint(device, store, spec.WeightName(l), p);
+                    lw.Linears[(int)spec.Kind] = spec.Bias ? BiasedLinear.FromCheckpoint(device, linear, store, spec.BiasName(l)) : linear;
                 }
             }
             norm = FiniteWeights.Upload(device, store, LlamaNames.FinalNorm);
@@ -191,7 +192,8 @@ public sealed partial class LlamaModel : IDisposable
 
     /// <summary>
     /// A model of <paramref name="config"/>'s shape with seeded random weights generated on the device (no host copy):
-    /// linears uniform with variance 1/in, the embedding uniform ±0.5, norms 1. For speed measurements.
+    /// linears uniform with variance 1/in, the embedding uniform ±0.5, norms 1, biases (where the family has them)
+    /// uniform ±0.5. For speed measurements.
     /// </summary>
     /// <param name="linearFactory">When given, makes each decoder-layer linear (layer, kind, out, in) instead of a dense
     /// random one, e.g. a random quantized linear (the output head stays dense).</param>
@@ -234,14 +236,21 @@ public sealed partial class LlamaModel : IDisposable
             fill.Apply(f.View, next++, scale);
             return DenseLinear.Own(device, f, o, i);
         }
-        var layerWeights = new LayerWeights[config.NumHiddenLayers];
+        var layerWeights = new DecoderLayer[config.NumHiddenLayers];
         for (int l = 0; l < layerWeights.Length; l++)
         {
-            layerWeights[l] = new LayerWeights(Ones(config.HiddenSize), Ones(config.HiddenSize));
-            foreach (var kind in LlamaNames.LayerLinears)
+            layerWeights[l] = new DecoderLayer(l, Ones(config.HiddenSize), Ones(config.HiddenSize));
+            foreach (var spec in config.Family.Linears)
             {
-                var (o, i) = LlamaNames.LinearShape(config, kind);
-                layerWeights[l].Linears[(int)kind] = linearFactory is not null ? linearFactory(l, kind, o, i) : Random(o, i);
+                var (o, i) = spec.Shape(config);
+                var linear = linearFactory is not null ? linearFactory(l, spec.Kind, o, i) : Random(o, i);
+                if (spec.Bias)
+                {
+                    var b = a.Allocate1D<float>(o);
+                    fill.Apply(b.View, next++, 0.5f);
+                    linear = new BiasedLinear(device, linear, b);
+                }
+                layerWeights[l].Linears[(int)spec.Kind] = linear;
             }
         }
         var head = config.TieWordEmbeddings
@@ -281,11 +290,11 @@ public sealed partial class LlamaModel : IDisposable
     {
         for (layer = 0; layer < layers.Length; layer++)
         {
-            foreach (var k in LlamaNames.LayerLinears)
+            foreach (var spec in Config.Family.Linears)
             {
-                if (LlamaNames.Linear(layer, k) == name)
+                if (spec.WeightName(layer) == name)
                 {
-                    kind = k;
+                    kind = spec.Kind;
                     return true;
                 }
             }
@@ -295,7 +304,7 @@ public sealed partial class LlamaModel : IDisposable
         return name == LlamaNames.LmHead;
     }
 
-    private LayerWeights LayerAt(int layer) =>
+    private DecoderLayer LayerAt(int layer) =>
         (uint)layer < (uint)layers.Length ? layers[layer] : throw new ArgumentOutOfRangeException(nameof(layer), layer, $"the model has {layers.Length} layers");
 
     // ---------------------------------------------------------------- forward
@@ -332,67 +341,34 @@ public sealed partial class LlamaModel : IDisposable
     }
 
     /// <summary>
-    /// The forward pass over rows tokens (in <c>tokens</c>) at positions pos0.., as in the Llama paper / llama2.c.
-    /// dim = hidden size, qDim = heads·headDim, kvDim = kvHeads·headDim, hidden = intermediate size.
+    /// The forward pass over rows tokens (in <c>tokens</c>) at positions pos0.., as in the Llama paper / llama2.c: the
+    /// embedding, each decoder layer by <see cref="LayerForward.RunLayer"/> (the one layer body, shared with the
+    /// layer-streaming quantizer), the final norm and the output head. dim = hidden size, qDim = heads·headDim.
     /// </summary>
     private void Forward(int rows, int pos0, LogitsMode mode, int throughLayer, IActivationObserver? observer)
     {
         var c = Config;
         var s = Stream;
-        int dim = c.HiddenSize, qDim = c.QDim, kvDim = c.KvDim, hidden = c.IntermediateSize;
+        int dim = c.HiddenSize, qDim = c.QDim;
         float eps = (float)c.RmsNormEps;
         var norm = device.Get<RmsNorm>();
         var view = (MemoryBuffer1D<float, Stride1D.Dense> b, long count) => b.View.SubView(0, count);
         var xv = view(x, (long)rows * dim);
         var xbv = view(xb, (long)rows * Math.Max(dim, qDim));
         var xb2v = view(xb2, (long)rows * dim);
-        var q = qkv.View.SubView(0, (long)rows * qDim);                                // (rows, qDim)
-        var k = qkv.View.SubView((long)rows * qDim, (long)rows * kvDim);               // (rows, kvDim)
-        var v = qkv.View.SubView((long)rows * (qDim + kvDim), (long)rows * kvDim);     // (rows, kvDim)
 
         // x (rows, dim) = embed_tokens[tokens]
         Embed(xv, rows);
         observer?.OnHiddenState(-1, xv, rows, dim, s);
 
         bool residualPending = false; // xb2 holds the last layer's MLP output, not yet added to x
+        var buffers = new LayerBuffers(x.View, xb.View, xb2.View, hb.View, hb2.View, qkv.View);
         for (int l = 0; l < layers.Length; l++)
         {
-            var w = layers[l];
-
-            // ---- attention block
-            // x += xb2 (previous layer's MLP output); xb = rmsnorm(x) ⊙ input_layernorm
-            norm.Apply(xv, residualPending ? xb2v : null, w.InputNorm.View, xbv, rows, dim, eps, s);
-            if (residualPending)
-                observer?.OnHiddenState(l - 1, xv, rows, dim, s);
-            observer?.OnLinearInput(l, LinearInput.Attention, xbv.SubView(0, (long)rows * dim), rows, dim, s);
-
-            // q (rows, qDim) = xb·Wqᵀ; k, v (rows, kvDim) = xb·Wkᵀ, xb·Wvᵀ
-            ProjectQkv(w, rows, xbv, q, k, v);
-
-            // RoPE on q, k; k, v → cache[pos0 .. pos0+rows)
-            device.Get<Rope>().Apply(q, qDim, k, kvDim, v, kvDim, keyCache[l].View, valueCache[l].View, ropeCos.View, ropeSin.View,
-                rows, pos0, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s);
-
-            // xb (rows, qDim) = softmax(q·Kᵀ/√d, causal) · V, per head, GQA
-            device.Get<Attention>().Apply(q, qDim, keyCache[l].View, valueCache[l].View, xbv, rows, pos0,
-                c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s);
-            observer?.OnLinearInput(l, LinearInput.AttentionOutput, xbv.SubView(0, (long)rows * qDim), rows, qDim, s);
-
-            // xb2 (rows, dim) = xb·Woᵀ
-            w.O.Forward(xbv, xb2v, rows, s);
-
-            // ---- MLP block
-            // x += xb2; xb = rmsnorm(x) ⊙ post_attention_layernorm
-            norm.Apply(xv, xb2v, w.PostNorm.View, xbv, rows, dim, eps, s);
-            observer?.OnLinearInput(l, LinearInput.Mlp, xbv.SubView(0, (long)rows * dim), rows, dim, s);
-
-            // hb (rows, hidden) = silu(xb·Wgateᵀ) ⊙ (xb·Wupᵀ)
-            var hbv = view(hb, (long)rows * hidden);
-            GateUpSwiGlu(w, rows, xbv, hbv);
-            observer?.OnLinearInput(l, LinearInput.MlpHidden, hbv, rows, hidden, s);
-
-            // xb2 (rows, dim) = hb·Wdownᵀ   (added to x by the next norm)
-            w.Down.Forward(hbv, xb2v, rows, s);
+            // x += xb2 (the previous layer's MLP output) inside the first RMSNorm; attention and MLP; xb2 = this layer's
+            // MLP output, added by the next RMSNorm.
+            LayerForward.RunLayer(device, c, layers[l], buffers, keyCache[l].View, valueCache[l].View, ropeCos.View, ropeSin.View,
+                rows, pos0, residualPending, observer, s);
             residualPending = true;
 
             if (l == throughLayer)
@@ -480,8 +456,8 @@ public sealed partial class LlamaModel : IDisposable
                 device.Get<Rope>().Apply(q, qDim, k, kvDim, v, kvDim, kc, vc, ropeCos.View, ropeSin.View, 1, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s);
             }
 
-            // xb (qDim) = softmax(q·Kᵀ/√d) · V over positions 0..position
-            device.Get<Attention>().Apply(q, qDim, kc, vc, xbv, 1, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s);
+            // xb (qDim) = softmax(q·Kᵀ/√d) · V over positions 0..position (within the sliding window if any)
+            device.Get<Attention>().Apply(q, qDim, kc, vc, xbv, 1, position, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, s, c.SlidingWindow);
 
             // x += xb·Woᵀ
             pending = !AddInto(w.O, xbv, xv, xb2v);
@@ -589,7 +565,7 @@ public sealed partial class LlamaModel : IDisposable
             if (complete && QuantizedFusable(l))
             {
                 // Quantized layer: input RHTs with the norms, output RHTs with RoPE's input, the residual adds and SwiGLU.
-                result[l] = new LayerDecode(false, false, true, false, false, true, QuantizedLaunches: QuantizedLayerLaunches);
+                result[l] = new LayerDecode(false, false, true, false, false, true, QuantizedLaunches: QuantizedLayerLaunches(l));
                 continue;
             }
             bool qkvFusable = w.Q is DenseLinear q && w.K is DenseLinear k && w.V is DenseLinear v && q.CanFuseWith(k) && q.CanFuseWith(v);
@@ -607,46 +583,11 @@ public sealed partial class LlamaModel : IDisposable
         return decodePlan;
     }
 
-    /// <summary>
-    /// q (rows, qDim), k, v (rows, kvDim) = input·Wqᵀ, input·Wkᵀ, input·Wvᵀ: one stacked launch for a single row of dense
-    /// fusable weights (q, k, v are consecutive in <c>qkv</c>), else each linear on its own.
-    /// </summary>
-    private void ProjectQkv(LayerWeights w, int rows, ArrayView<float> input, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v)
-    {
-        if (rows == 1 && w.Q is DenseLinear dq && w.K is DenseLinear dk && w.V is DenseLinear dv && dq.CanFuseWith(dk) && dq.CanFuseWith(dv))
-        {
-            var mv = device.Get<MatVec>();
-            if (dq.Precision == WeightPrecision.Float16)
-                mv.Apply(dq.HalfWeights, dq.OutFeatures, dk.HalfWeights, dk.OutFeatures, dv.HalfWeights, dv.OutFeatures, input, qkv.View, dq.InFeatures, Stream);
-            else
-                mv.Apply(dq.FloatWeights, dq.OutFeatures, dk.FloatWeights, dk.OutFeatures, dv.FloatWeights, dv.OutFeatures, input, qkv.View, dq.InFeatures, Stream);
-            return;
-        }
-        w.Q.Forward(input, q, rows, Stream);
-        w.K.Forward(input, k, rows, Stream);
-        w.V.Forward(input, v, rows, Stream);
-    }
+    private void ProjectQkv(DecoderLayer w, int rows, ArrayView<float> input, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v) =>
+        LayerForward.ProjectQkv(device, w, rows, input, qkv.View, q, k, v, Stream);
 
-    /// <summary>
-    /// hb (rows, hidden) = silu(input·Wgateᵀ) ⊙ (input·Wupᵀ): one launch for a single row of dense fusable weights, else
-    /// gate and up on their own (up into hb2) and the SwiGLU kernel.
-    /// </summary>
-    private void GateUpSwiGlu(LayerWeights w, int rows, ArrayView<float> input, ArrayView<float> hbv)
-    {
-        if (rows == 1 && w.Gate is DenseLinear g && w.Up is DenseLinear u && g.CanFuseWith(u) && g.OutFeatures == u.OutFeatures)
-        {
-            var mv = device.Get<MatVec>();
-            if (g.Precision == WeightPrecision.Float16)
-                mv.SwiGlu(g.HalfWeights, u.HalfWeights, g.OutFeatures, input, hbv, g.InFeatures, Stream);
-            else
-                mv.SwiGlu(g.FloatWeights, u.FloatWeights, g.OutFeatures, input, hbv, g.InFeatures, Stream);
-            return;
-        }
-        var hb2v = hb2.View.SubView(0, hbv.Length);
-        w.Gate.Forward(input, hbv, rows, Stream);
-        w.Up.Forward(input, hb2v, rows, Stream);
-        device.Get<SwiGlu>().Apply(hbv, hb2v, hbv, hbv.Length, Stream);
-    }
+    private void GateUpSwiGlu(DecoderLayer w, int rows, ArrayView<float> input, ArrayView<float> hbv) =>
+        LayerForward.GateUpSwiGlu(device, w, rows, input, hbv, hb2.View, Stream);
 
     // ---------------------------------------------------------------- scoring and selection
 
@@ -718,37 +659,5 @@ public sealed partial class LlamaModel : IDisposable
             b.Dispose();
         foreach (var b in keyCache.Concat(valueCache))
             b.Dispose();
-    }
-
-    private sealed class LayerWeights(MemoryBuffer1D<float, Stride1D.Dense> inputNorm, MemoryBuffer1D<float, Stride1D.Dense> postNorm) : IDisposable
-    {
-        public MemoryBuffer1D<float, Stride1D.Dense> InputNorm { get; } = inputNorm;   // (dim)
-
-        public MemoryBuffer1D<float, Stride1D.Dense> PostNorm { get; } = postNorm;     // (dim)
-
-        /// <summary>Indexed by <see cref="LinearKind"/>: q (qDim, dim), k, v (kvDim, dim), o (dim, qDim), gate, up (hidden, dim), down (dim, hidden).</summary>
-        public ILinearLayer[] Linears { get; } = new ILinearLayer[7];
-
-        public ILinearLayer Q => Linears[(int)LinearKind.Q];
-
-        public ILinearLayer K => Linears[(int)LinearKind.K];
-
-        public ILinearLayer V => Linears[(int)LinearKind.V];
-
-        public ILinearLayer O => Linears[(int)LinearKind.O];
-
-        public ILinearLayer Gate => Linears[(int)LinearKind.Gate];
-
-        public ILinearLayer Up => Linears[(int)LinearKind.Up];
-
-        public ILinearLayer Down => Linears[(int)LinearKind.Down];
-
-        public void Dispose()
-        {
-            InputNorm.Dispose();
-            PostNorm.Dispose();
-            foreach (var l in Linears)
-                l?.Dispose();
-        }
     }
 }

@@ -158,7 +158,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
         var lq = new LinearQuantizer(device, new LinearQuantizeOptions(options.SigmaReg, options.EffectiveScaleOverride, Rotate: !options.NoRht));
         var reports = new List<MatrixReport>();
         int resumed = 0;
-        Action<DecoderLayer>? reconstruct = options.Hessian == HessianSource.Sequential ? w => LoadReconstruction(store, w, code) : null;
+        Action<DecoderLayer>? reconstruct = options.Hessian == HessianSource.Sequential ? w => LoadReconstruction(store, w, code, config) : null;
         using var acts = calib is not null && options.Hessian != HessianSource.Identity
             ? new CalibrationActivations(device, source, calib, options.ForwardPrecision, reconstruct, cancel)
             : null;
@@ -249,15 +249,15 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
 
     private void CheckShapes(LlamaConfig c)
     {
-        foreach (var kind in QuantizedLinears.All)
+        foreach (var kind in QuantizedLinears.All(c))
         {
             var (m, n) = QuantizedLinears.Shape(c, kind);
             if (m % 16 != 0 || n % 16 != 0)
-                throw new InvalidInputException($"{QuantizedLinears.Name(0, kind)} is {m}×{n}: QTIP needs both dimensions to be multiples of 16");
+                throw new InvalidInputException($"{QuantizedLinears.Name(c, 0, kind)} is {m}×{n}: QTIP needs both dimensions to be multiples of 16");
             if (options.WritesTrellis && (!HadamardMatrices.IsSupported(m) || !HadamardMatrices.IsSupported(n)))
-                throw new InvalidInputException($"{QuantizedLinears.Name(0, kind)} is {m}×{n}: no Hadamard transform of size {(!HadamardMatrices.IsSupported(m) ? m : n)} (sizes must be 2^p or K·2^p with K in {{{string.Join(", ", HadamardMatrices.Orders)}}})");
+                throw new InvalidInputException($"{QuantizedLinears.Name(c, 0, kind)} is {m}×{n}: no Hadamard transform of size {(!HadamardMatrices.IsSupported(m) ? m : n)} (sizes must be 2^p or K·2^p with K in {{{string.Join(", ", HadamardMatrices.Orders)}}})");
             if (options.WritesTrellis && options.Code.DefaultLayout(options.L) == TileLayoutKind.Kernel && (m % 32 != 0 || n % 32 != 0))
-                throw new InvalidInputException($"{QuantizedLinears.Name(0, kind)} is {m}×{n}: the {options.Code.Name.ToUpperInvariant()} kernel layout needs multiples of 32");
+                throw new InvalidInputException($"{QuantizedLinears.Name(c, 0, kind)} is {m}×{n}: the {options.Code.Name.ToUpperInvariant()} kernel layout needs multiples of 32");
         }
     }
 
@@ -265,7 +265,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
 
     /// <summary>Device bytes one layer's seven prepared matrices hold while they wait for BlockLDLQ.</summary>
     private static long LayerBytes(LlamaConfig config) =>
-        QuantizedLinears.All.Sum(k => { var (m, n) = QuantizedLinears.Shape(config, k); return PreparedMatrix.DeviceBytes(m, n); });
+        QuantizedLinears.All(config).Sum(k => { var (m, n) = QuantizedLinears.Shape(config, k); return PreparedMatrix.DeviceBytes(m, n); });
 
     /// <summary>Device memory for prepared matrices in one trellis batch: <see cref="QuantizeOptions.BatchBytes"/>, else
     /// a quarter of the device's memory capped at 8 GiB (the CPU: 2 GiB). A matrix larger than this is a batch on its own.</summary>
@@ -274,7 +274,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
         : device.Capabilities.Simulator ? 2L << 30 : Math.Clamp(device.Accelerator.MemorySize / 4, 1L << 30, 8L << 30);
 
     /// <summary>
-    /// Quantizes the linears of <paramref name="layers"/> in <see cref="QuantizedLinears.Order"/>: each matrix prepared (damping, RHT,
+    /// Quantizes the linears of <paramref name="layers"/> in the family's order (<see cref="QuantizedLinears.Order"/>): each matrix prepared (damping, RHT,
     /// block LDL) as soon as its Hessian is known, the prepared ones run through BlockLDLQ in batches that fit
     /// <see cref="BatchBudget"/> (one trellis call per column block for the whole batch), each Hessian freed once its
     /// last matrix is prepared; each layer's file is written as soon as its seven matrices are finished. With
@@ -287,19 +287,20 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
         var reports = new List<MatrixReport>();
         var writers = layers.ToDictionary(l => l, _ => new SafeTensorsWriter());
         var layerReports = layers.ToDictionary(l => l, _ => new List<MatrixReport>());
-        var pending = layers.ToDictionary(l => l, _ => QuantizedLinears.Order.Length);
+        var order = QuantizedLinears.Order(config);
+        var pending = layers.ToDictionary(l => l, _ => order.Count);
         var batch = new List<(int Layer, LinearKind Kind, string Name, PreparedMatrix Prepared, double Seconds)>();
         long batchBytes = 0, budget = BatchBudget();
         string label = layers.Count == 1 ? $"layer {layers[0] + 1}" : $"layers {layers[0] + 1}–{layers[^1] + 1}";
         try
         {
-            var jobs = layers.SelectMany(l => QuantizedLinears.Order.Select(k => (Layer: l, Kind: k))).ToList();
+            var jobs = layers.SelectMany(l => order.Select(k => (Layer: l, Kind: k))).ToList();
             for (int ji = 0; ji < jobs.Count; ji++)
             {
                 cancel.ThrowIfCancellationRequested();
                 var (layer, kind) = jobs[ji];
                 var sw = Stopwatch.StartNew();
-                string name = QuantizedLinears.Name(layer, kind);
+                string name = QuantizedLinears.Name(config, layer, kind);
                 var (m, n) = QuantizedLinears.Shape(config, kind);
                 if (options.Method == QuantizeMethod.Rtn)
                 {
@@ -323,13 +324,13 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
                 using (var wb = source.Linear(layer, kind))
                 using (var identity = hessians is null ? IdentityHessian(n) : null)
                 {
-                    var h = identity?.View ?? hessians!.Hessian(layer, QuantizedLinears.InputOf(kind));
+                    var h = identity?.View ?? hessians!.Hessian(layer, QuantizedLinears.InputOf(config, kind));
                     batch.Add((layer, kind, name, lq.Prepare(wb.View, m, n, h, su, sv, code!.CodeRms), sw.Elapsed.TotalSeconds));
                 }
                 batchBytes += bytes;
                 // A Hessian no later matrix of this layer reads is freed now.
-                var input = QuantizedLinears.InputOf(kind);
-                if (hessians is not null && !jobs.Skip(ji + 1).Any(j => j.Layer == layer && QuantizedLinears.InputOf(j.Kind) == input))
+                var input = QuantizedLinears.InputOf(config, kind);
+                if (hessians is not null && !jobs.Skip(ji + 1).Any(j => j.Layer == layer && QuantizedLinears.InputOf(config, j.Kind) == input))
                     hessians.Release(layer, input);
                 Add("prepare (damping, RHT, block LDL)", sw.Elapsed.TotalSeconds);
             }
@@ -357,7 +358,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
                 sw.Restart();
                 var (layer, kind, name, p, prepSeconds) = batch[i];
                 int m = p.M, n = p.N;
-                string prefix = QuantizedLinears.Prefix(layer, kind);
+                string prefix = QuantizedLinears.Prefix(config, layer, kind);
                 var writer = writers[layer];
                 using var rec = device.Allocate1D<float>((long)m * n);
                 var q = lq.Finish(p, words[i], options.WritesTrellis ? null : rec.View);
@@ -375,7 +376,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
                     writer.AddFloat32(name, reconstruction, [m, n]);
                 }
                 if (sequential is not null && reconstruction is not null)
-                    sequential[kind] = DenseLinear.FromHost(device, reconstruction, m, n, WeightPrecision.Float32);
+                    sequential.ReplaceProduct(kind, DenseLinear.FromHost(device, reconstruction, m, n, WeightPrecision.Float32)); // its bias stays
                 p.Dispose();
                 Add("finish (proxy error, write)", sw.Elapsed.TotalSeconds);
                 // A matrix's time: its own preparation and finish plus its share of the joint BlockLDLQ.
@@ -445,23 +446,23 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
     }
 
     /// <summary>Replaces the linears of <paramref name="w"/> by the reconstructions stored in its completed layer file (--sequential).</summary>
-    private void LoadReconstruction(LayerStore store, DecoderLayer w, CodeSetup? code)
+    private void LoadReconstruction(LayerStore store, DecoderLayer w, CodeSetup? code, LlamaConfig config)
     {
         using var f = store.Open(w.Index);
-        foreach (var kind in QuantizedLinears.Order)
+        foreach (var kind in QuantizedLinears.Order(config))
         {
             var (m, n) = (w[kind].OutFeatures, w[kind].InFeatures);
             float[] rec;
             if (options.WritesTrellis)
             {
-                var stored = QtipFormat.ReadLinear(f, QuantizedLinears.Prefix(w.Index, kind), hasTable: false);
+                var stored = QtipFormat.ReadLinear(f, QuantizedLinears.Prefix(config, w.Index, kind), hasTable: false);
                 rec = Reconstruct(m, n, code!, stored.Trellis, stored.Su, stored.Sv);
             }
             else
             {
-                rec = f.ReadFloat32(f[QuantizedLinears.Name(w.Index, kind)]);
+                rec = f.ReadFloat32(f[QuantizedLinears.Name(config, w.Index, kind)]);
             }
-            w[kind] = DenseLinear.FromHost(device, rec, m, n, WeightPrecision.Float32);
+            w.ReplaceProduct(kind, DenseLinear.FromHost(device, rec, m, n, WeightPrecision.Float32)); // its bias stays
         }
     }
 
@@ -491,7 +492,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
         var layout = options.WritesTrellis ? options.Code.DefaultLayout(options.L) : (TileLayoutKind?)null;
         var quip = options.WritesTrellis ? QtipFormat.QuipParamsJson(QuipParams.For(options.Code, options.L, options.Bits)) : null;
         var layerFiles = Enumerable.Range(0, config.NumHiddenLayers).Select(store.FileOf).ToList();
-        return QtipFormat.WriteFolder(outDir, options.ModelDir, checkpoint.Tensors, QuantizedLinears.AllNames(config.NumHiddenLayers), layerFiles,
+        return QtipFormat.WriteFolder(outDir, options.ModelDir, checkpoint.Tensors, QuantizedLinears.AllNames(config), layerFiles,
             quip, QtipFormat.QuantizationConfigJson(options, calib, layout));
     }
 }

@@ -176,7 +176,7 @@ internal static class RuntimeCli
 {
     public static Option<string> ModelOption() => new("--model", "-m")
     {
-        Description = "Hugging Face Llama checkpoint folder (config.json, *.safetensors, tokenizer).",
+        Description = "Hugging Face checkpoint folder of a Llama, Mistral or Qwen2 model (config.json, *.safetensors, tokenizer).",
         DefaultValueFactory = _ => "models/llama-nano",
         HelpName = "DIR",
     };

@@ -43,7 +43,9 @@ public static class InspectCommand
         }
         Output.Table($"model {ckpt.Folder}", ["key", "value"],
         [
-            ["model_type", c.ModelType],
+            ["model_type", $"{c.ModelType} ({c.Family.Architecture})"],
+            ["attention", c.SlidingWindow > 0 ? $"sliding window {c.SlidingWindow}" : "full causal"],
+            ["biases", c.Family.HasBiases ? string.Join(", ", c.Family.Linears.Where(l => l.Bias).Select(l => l.Module)) : "none"],
             ["layers", c.NumHiddenLayers.ToString()],
             ["hidden", c.HiddenSize.ToString()],
             ["intermediate", c.IntermediateSize.ToString()],

@@ -100,6 +100,47 @@ public abstract class AttentionTests(BackendKind backend, KernelStyle style = Ke
     public void MatchesLoops(int rows, int pos0, int heads, int kvHeads, int hd) => CheckAgainstLoops(rows, pos0, heads, kvHeads, hd);
 
     /// <summary>
+    /// Sliding-window attention (Mistral): row i sees keys i − w &lt; t ≤ i. Prefill rows whose windows start at 0 and
+    /// past it, windows of 1 (only itself) and wider than the context (full attention), and decode rows over many
+    /// positions (the grouped decode kernel is handed the caches from the window's first position, split or not).
+    /// </summary>
+    [Theory]
+    [InlineData(12, 0, 4, 2, 8, 5)]   // prefill: rows 0..4 see all, later rows a moving window
+    [InlineData(3, 6, 2, 1, 16, 4)]   // prefill continuing a cache
+    [InlineData(5, 2, 2, 2, 8, 1)]    // each row sees only itself
+    [InlineData(4, 0, 2, 2, 8, 100)]  // a window wider than the context: full attention
+    [InlineData(1, 39, 4, 2, 16, 8)]  // decode at position 39 with window 8: positions 32..39
+    [InlineData(1, 69, 4, 4, 32, 30)] // decode split over several chunks of the window
+    [InlineData(1, 20, 2, 1, 6, 7)]   // headDim 6: the general kernel for one row
+    public void SlidingWindow_MatchesLoops(int rows, int pos0, int heads, int kvHeads, int hd, int window) =>
+        CheckAgainstLoops(rows, pos0, heads, kvHeads, hd, window);
+
+    /// <summary>The window must change the result, or the test above could not tell it from full attention.</summary>
+    [Fact]
+    public void SlidingWindow_DiffersFromFullAttention()
+    {
+        int heads = 2, hd = 8, rows = 1, pos0 = 20;
+        var full = Run(rows, pos0, heads, heads, hd, 0).Output;
+        var windowed = Run(rows, pos0, heads, heads, hd, 4).Output;
+        Assert.Contains(full.Zip(windowed), p => Math.Abs(p.First - p.Second) > 1e-3);
+    }
+
+    private (float[] Q, float[] K, float[] V, float[] Output) Run(int rows, int pos0, int heads, int kvHeads, int hd, int window)
+    {
+        int qDim = heads * hd, kvDim = kvHeads * hd, positions = pos0 + rows;
+        var q = Rng.Gaussian(rows * qDim, seed: 11);
+        var kc = Rng.Gaussian(positions * kvDim, seed: 12);
+        var vc = Rng.Gaussian(positions * kvDim, seed: 13);
+        var acc = Device.Accelerator;
+        using var qd = acc.Allocate1D(q);
+        using var kd = acc.Allocate1D(kc);
+        using var vd = acc.Allocate1D(vc);
+        using var od = acc.Allocate1D<float>(rows * qDim);
+        AttentionOp.Apply(qd.View, qDim, kd.View, vd.View, od.View, rows, pos0, heads, kvHeads, hd, window: window);
+        return (q, kc, vc, od.GetAsArray1D());
+    }
+
+    /// <summary>
     /// One decode row over many positions: the grouped style splits them into chunks (several per group when the split
     /// limit is low, several groups per head merged by the last one when it is high); headDim 12 has three quads (idle
     /// threads, clamped loads), 6 is not a multiple of 4 (the general kernel). The expected split counts are those of
@@ -133,28 +174,21 @@ public abstract class AttentionTests(BackendKind backend, KernelStyle style = Ke
         }
     }
 
-    private void CheckAgainstLoops(int rows, int pos0, int heads, int kvHeads, int hd)
+    /// <summary>The plain reference: double sums over the visible positions max(0, i − window + 1) ≤ t ≤ i (all t ≤ i when window is 0).</summary>
+    private void CheckAgainstLoops(int rows, int pos0, int heads, int kvHeads, int hd, int window = 0)
     {
-        int qDim = heads * hd, kvDim = kvHeads * hd, positions = pos0 + rows;
-        var q = Rng.Gaussian(rows * qDim, seed: 11);
-        var kc = Rng.Gaussian(positions * kvDim, seed: 12);
-        var vc = Rng.Gaussian(positions * kvDim, seed: 13);
-        var acc = Device.Accelerator;
-        using var qd = acc.Allocate1D(q);
-        using var kd = acc.Allocate1D(kc);
-        using var vd = acc.Allocate1D(vc);
-        using var od = acc.Allocate1D<float>(rows * qDim);
-        AttentionOp.Apply(qd.View, qDim, kd.View, vd.View, od.View, rows, pos0, heads, kvHeads, hd);
-        var o = od.GetAsArray1D();
+        int qDim = heads * hd, kvDim = kvHeads * hd;
+        var (q, kc, vc, o) = Run(rows, pos0, heads, kvHeads, hd, window);
         int group = heads / kvHeads;
         for (int r = 0; r < rows; r++)
         {
             int last = pos0 + r;
+            int first = window > 0 ? Math.Max(0, last - window + 1) : 0;
             for (int h = 0; h < heads; h++)
             {
                 int g = h / group;
-                var s = new double[last + 1];
-                for (int t = 0; t <= last; t++)
+                var s = Enumerable.Repeat(double.NegativeInfinity, last + 1).ToArray();
+                for (int t = first; t <= last; t++)
                 {
                     double dot = 0;
                     for (int d = 0; d < hd; d++)
@@ -167,7 +201,7 @@ public abstract class AttentionTests(BackendKind backend, KernelStyle style = Ke
                 for (int d = 0; d < hd; d++)
                 {
                     double want = 0;
-                    for (int t = 0; t <= last; t++)
+                    for (int t = first; t <= last; t++)
                         want += e[t] / sum * vc[(t * kvDim) + (g * hd) + d];
                     float got = o[(r * qDim) + (h * hd) + d];
                     Assert.True(Math.Abs(got - want) <= LlamaTolerances.Dot, $"out[{r},{h},{d}] = {got}, want {want}");
