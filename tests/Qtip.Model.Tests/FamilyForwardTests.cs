@@ -12,6 +12,7 @@ namespace Qtip.Model.Tests;
 /// <see cref="FamilyCheckpoints"/> on tiny random checkpoints: prefill logits at every position, decode steps against
 /// the prefill in both kernel styles, and checks that the family's feature (window, biases) changes the result.
 /// </summary>
+[RunOn(BackendKind.Cpu, BackendKind.Cuda)]
 public abstract class FamilyForwardTests(BackendKind backend) : BackendTest(backend), IDisposable
 {
     /// <summary>fp32 model vs the double reference on logits of a few units.</summary>
@@ -107,8 +108,3 @@ public abstract class FamilyForwardTests(BackendKind backend) : BackendTest(back
 
     private static readonly ModelFamily Qwen2Without = Qwen2Family.Spec with { Linears = Qwen2Family.Spec.Linears.Select(l => l with { Bias = false }).ToArray() };
 }
-
-public sealed class FamilyForwardTestsCpu() : FamilyForwardTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class FamilyForwardTestsCuda() : FamilyForwardTests(BackendKind.Cuda);

@@ -13,6 +13,7 @@ namespace Qtip.Model.Tests;
 /// original names, evaluates to a finite perplexity (log-perplexity within <see cref="NllFactor"/> of the FP one), and
 /// its fused decode (biases before RoPE, the window in the decode kernel) agrees with its prefill.
 /// </summary>
+[RunOn(BackendKind.Cpu, BackendKind.Cuda)]
 public abstract class FamilyQuantizeTests(BackendKind backend) : BackendTest(backend), IDisposable
 {
     /// <summary>
@@ -109,8 +110,3 @@ public abstract class FamilyQuantizeTests(BackendKind backend) : BackendTest(bac
         TestContext.Current.SendDiagnosticMessage($"{name}: mean NLL FP {fpNll:F4}, HYB 2-bit {qNll:F4}");
     }
 }
-
-public sealed class FamilyQuantizeTestsCpu() : FamilyQuantizeTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class FamilyQuantizeTestsCuda() : FamilyQuantizeTests(BackendKind.Cuda);

@@ -37,11 +37,3 @@ public abstract class BiasAddTests(BackendKind backend) : BackendTest(backend)
         Assert.Contains("bias", e.Message, StringComparison.Ordinal);
     }
 }
-
-public sealed class BiasAddTestsCpu() : BiasAddTests(BackendKind.Cpu);
-
-[Trait("Category", "Gpu")]
-public sealed class BiasAddTestsCuda() : BiasAddTests(BackendKind.Cuda);
-
-[Trait("Category", "Gpu")]
-public sealed class BiasAddTestsOpenCL() : BiasAddTests(BackendKind.OpenCL);
