@@ -20,6 +20,28 @@ public abstract class ReferenceModelTests(BackendKind backend) : BackendTest(bac
     /// <summary>Logits vs the fp32/float64 reference (which agree to 6e-6); fp32 sums in another order differ ~1e-5.</summary>
     private const double LogitTolerance = 2e-4;
 
+    /// <summary>Logits of the tensor-core prefill (CUDA's default for fp16 weights: X rounded to fp16, 2^-11 relative, before
+    /// the fp32-accumulated products) vs the fp32 reference: measured up to 9.3e-4 on llama-nano (H100, 2026-12-06).</summary>
+    private const double TensorCoreLogitTolerance = 3e-3;
+
+    /// <summary>
+    /// Runs the prefill GEMMs with fp32 activations (the SIMT kernel) until disposed: the fp32-tolerance checks below compare
+    /// against an fp32 reference, which CUDA's tensor-core prefill (fp16 activations) cannot meet at 2e-4; it has its own
+    /// test, <see cref="TensorCorePrefill_LogitsMatchReference_WithinFp16ActivationTolerance"/>.
+    /// </summary>
+    private Restore Fp32Prefill()
+    {
+        var mm = Device.Get<Qtip.Kernels.Llama.MatMul>();
+        bool old = mm.TensorCores;
+        mm.TensorCores = false;
+        return new Restore(() => mm.TensorCores = old);
+    }
+
+    private sealed class Restore(Action undo) : IDisposable
+    {
+        public void Dispose() => undo();
+    }
+
     /// <summary>Relative agreement of a window's mean NLL with the reference (the README expects ~4 digits).</summary>
     private const double NllRelative = 1e-4;
 
@@ -57,6 +79,34 @@ public abstract class ReferenceModelTests(BackendKind backend) : BackendTest(bac
     [InlineData("llama-small", WeightPrecision.Float16)]
     public void Positions8_LogitsAndHiddenStatesMatchReference(string model, WeightPrecision precision)
     {
+        using var exact = Fp32Prefill();
+        CheckPositions8(model, precision, LogitTolerance);
+    }
+
+    /// <summary>The same check through CUDA's tensor-core prefill (fp16 activations), at its own tolerance, with the same
+    /// argmax at every position.</summary>
+    [Fact]
+    public void TensorCorePrefill_LogitsMatchReference_WithinFp16ActivationTolerance()
+    {
+        var mm = Device.Get<Qtip.Kernels.Llama.MatMul>();
+        if (!Device.Capabilities.InlinePtx)
+            Assert.Skip($"{Device} has no tensor-core prefill (CUDA only)");
+        bool old = mm.TensorCores;
+        mm.TensorCores = true;
+        try
+        {
+            CheckPositions8("llama-nano", WeightPrecision.Float16, TensorCoreLogitTolerance);
+        }
+        finally
+        {
+            mm.TensorCores = old;
+        }
+    }
+
+    /// <summary>Logits within <paramref name="tolerance"/> of the reference; hidden-state norms within 1e-4 relative, scaled
+    /// by the same factor as the logit tolerance over <see cref="LogitTolerance"/>.</summary>
+    private void CheckPositions8(string model, WeightPrecision precision, double tolerance)
+    {
         var dir = ModelDir(model)!;
         var reference = Fixtures.Reference(model).GetProperty("positions_8");
         var ids = TestData.Ints(reference.GetProperty("input_ids"));
@@ -73,18 +123,18 @@ public abstract class ReferenceModelTests(BackendKind backend) : BackendTest(bac
             var p = positions[pos];
             var first8 = TestData.Doubles(p.GetProperty("logits_first8"));
             for (int i = 0; i < 8; i++)
-                Assert.True(Math.Abs(logits[i] - first8[i]) < LogitTolerance, $"{model} pos {pos} logit {i}: {logits[i]} vs {first8[i]}");
+                Assert.True(Math.Abs(logits[i] - first8[i]) < tolerance, $"{model} pos {pos} logit {i}: {logits[i]} vs {first8[i]}");
             foreach (var pair in p.GetProperty("top5").EnumerateArray())
             {
                 int id = pair[0].GetInt32();
                 double want = pair[1].GetDouble();
-                Assert.True(Math.Abs(logits[id] - want) < LogitTolerance, $"{model} pos {pos} logit of {id}: {logits[id]} vs {want}");
+                Assert.True(Math.Abs(logits[id] - want) < tolerance, $"{model} pos {pos} logit of {id}: {logits[id]} vs {want}");
             }
             int argmax = Array.IndexOf(logits, logits.Max());
             Assert.Equal(p.GetProperty("top5")[0][0].GetInt32(), argmax);
             double mx = logits.Max();
             double lse = mx + Math.Log(logits.Sum(l => Math.Exp(l - mx)));
-            Assert.True(Math.Abs(lse - p.GetProperty("logsumexp").GetDouble()) < LogitTolerance, $"{model} pos {pos} logsumexp {lse}");
+            Assert.True(Math.Abs(lse - p.GetProperty("logsumexp").GetDouble()) < tolerance, $"{model} pos {pos} logsumexp {lse}");
         }
 
         // Hidden-state summaries: the embedding output, the residual stream after each layer, the final norm output.
@@ -97,7 +147,7 @@ public abstract class ReferenceModelTests(BackendKind backend) : BackendTest(bac
             for (int pos = 0; pos < ids.Length; pos++)
             {
                 double n2 = Math.Sqrt(h.Skip(pos * dim).Take(dim).Sum(v => (double)v * v));
-                Assert.True(Math.Abs(n2 - norms[pos]) <= 1e-4 * (1 + norms[pos]), $"{model} {key} pos {pos}: |h| {n2} vs {norms[pos]}");
+                Assert.True(Math.Abs(n2 - norms[pos]) <= tolerance / LogitTolerance * 1e-4 * (1 + norms[pos]), $"{model} {key} pos {pos}: |h| {n2} vs {norms[pos]}");
             }
         }
         CheckState("embed_tokens", -1);
@@ -153,6 +203,7 @@ public abstract class ReferenceModelTests(BackendKind backend) : BackendTest(bac
     [Fact]
     public void GroupedKernels_PrefillAndDecodeMatchReference()
     {
+        using var exact = Fp32Prefill();
         var mv = Device.Get<Qtip.Kernels.Llama.MatVec>();
         var mm = Device.Get<Qtip.Kernels.Llama.MatMul>();
         var norm = Device.Get<Qtip.Kernels.Llama.RmsNorm>();
@@ -190,6 +241,7 @@ public abstract class ReferenceModelTests(BackendKind backend) : BackendTest(bac
     [InlineData(true)]
     public void DecodeStep_MatchesPrefillLogits_DenseAndMixed(bool grouped)
     {
+        using var exact = Fp32Prefill();
         var mv = Device.Get<Qtip.Kernels.Llama.MatVec>();
         var norm = Device.Get<Qtip.Kernels.Llama.RmsNorm>();
         var att = Device.Get<Qtip.Kernels.Llama.Attention>();
@@ -260,6 +312,7 @@ public abstract class ReferenceModelTests(BackendKind backend) : BackendTest(bac
     [Fact]
     public void SetLinear_SubstitutesALayerWithoutTouchingTheModel()
     {
+        using var exact = Fp32Prefill();
         using var ckpt = LlamaCheckpoint.Open(Fixtures.Nano);
         using var m = LlamaModel.Load(Device, ckpt, new ModelOptions { MaxContext = 16 });
         int[] ids = [1, 339, 340, 1230];
