@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text;
 using Qtip.Kernels;
 using Qtip.Model.Checkpoint;
+using Qtip.Model.Families;
 using Qtip.Model.Quantized;
 using Xunit;
 
@@ -184,7 +185,7 @@ public sealed class LayerReportsTests : IDisposable
     public void SevenReports_AreRead()
     {
         using var f = Layer(Reports(3, 7));
-        var r = LayerReports.Read(f, 3);
+        var r = LayerReports.Read(f, 3, LlamaFamily.Spec.Linears.Count);
         Assert.Equal(7, r.Count);
         Assert.True(double.IsNaN(r[0].ProxyError));
     }
@@ -198,7 +199,7 @@ public sealed class LayerReportsTests : IDisposable
     public void MissingOrGarbledReports_AreBadInput_NamingTheFile(string? metadata, string says)
     {
         using var f = Layer(metadata);
-        var e = Assert.Throws<InvalidInputException>(() => LayerReports.Read(f, 3));
+        var e = Assert.Throws<InvalidInputException>(() => LayerReports.Read(f, 3, LlamaFamily.Spec.Linears.Count));
         Assert.Contains(says, e.Message, StringComparison.Ordinal);
         Assert.Contains(f.Path, e.Message, StringComparison.Ordinal);
         Assert.Contains("redo layer 3", e.Message, StringComparison.Ordinal);
@@ -208,7 +209,7 @@ public sealed class LayerReportsTests : IDisposable
     public void ReportsOfAnotherLayer_AreRefused()
     {
         using var f = Layer(Reports(2, 7));
-        Assert.Throws<InvalidInputException>(() => LayerReports.Read(f, 3));
+        Assert.Throws<InvalidInputException>(() => LayerReports.Read(f, 3, LlamaFamily.Spec.Linears.Count));
     }
 }
 

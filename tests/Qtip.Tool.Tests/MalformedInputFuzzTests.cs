@@ -81,18 +81,18 @@ public sealed class MalformedInputFuzzTests(MalformedInputFuzzTests.Models model
         var linears = new HashSet<string>(StringComparer.Ordinal);
         for (int layer = 0; layer < c.NumHiddenLayers; layer++)
         {
-            foreach (var kind in LlamaNames.LayerLinears)
-                linears.Add(LlamaNames.Linear(layer, kind));
+            foreach (var spec in c.Family.Linears)
+                linears.Add(spec.WeightName(layer));
         }
         foreach (var t in nano.Tensors.Where(t => !linears.Contains(t.Name)).OrderBy(t => t.Name, StringComparer.Ordinal))
             w.AddFrom(nano, t.Name);
         var rng = new Random(11);
         for (int layer = 0; layer < c.NumHiddenLayers; layer++)
         {
-            foreach (var kind in LlamaNames.LayerLinears)
+            foreach (var spec in c.Family.Linears)
             {
-                var (m, n) = LlamaNames.LinearShape(c, kind);
-                string prefix = LlamaNames.QuantizedPrefix(LlamaNames.Linear(layer, kind));
+                var (m, n) = spec.Shape(c);
+                string prefix = LlamaNames.QuantizedPrefix(spec.WeightName(layer));
                 var words = new short[(m / 16) * (n / 16) * 16 * k];
                 for (int i = 0; i < words.Length; i++)
                     words[i] = (short)rng.Next(short.MinValue, short.MaxValue + 1);

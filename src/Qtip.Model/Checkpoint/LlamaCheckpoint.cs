@@ -41,7 +41,6 @@ public static class LlamaNames
     public static (int Out, int In) LinearShape(LlamaConfig c, LinearKind kind) =>
         kind == LinearKind.LmHead ? (c.VocabSize, c.HiddenSize) : c.Family.Linear(kind).Shape(c);
 
-    public static readonly LinearKind[] LayerLinears = [LinearKind.Q, LinearKind.K, LinearKind.V, LinearKind.O, LinearKind.Gate, LinearKind.Up, LinearKind.Down];
 }
 
 /// <summary>

@@ -35,10 +35,10 @@ public sealed record StorageSummary(long Parameters, long StoredElements, long D
         }
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
-            foreach (var kind in LlamaNames.LayerLinears)
+            foreach (var spec in c.Family.Linears)
             {
-                var (m, n) = LlamaNames.LinearShape(c, kind);
-                string name = LlamaNames.Linear(l, kind);
+                var (m, n) = spec.Shape(c);
+                string name = spec.WeightName(l);
                 decoderWeights += (long)m * n;
                 parameters += (long)m * n;
                 if (store.Contains(name))

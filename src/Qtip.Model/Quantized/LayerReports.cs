@@ -20,7 +20,7 @@ public static class LayerReports
 
     /// <summary>The reports of layer <paramref name="layer"/> stored in <paramref name="file"/>; an
     /// <see cref="InvalidInputException"/> naming the file when they are missing or garbled.</summary>
-    public static List<MatrixReport> Read(SafeTensorsFile file, int layer)
+    public static List<MatrixReport> Read(SafeTensorsFile file, int layer, int linearsPerLayer)
     {
         string redo = $"delete it to redo layer {layer}, or run without --resume";
         if (!file.Metadata.TryGetValue(MetadataKey, out var text))
@@ -34,7 +34,7 @@ public static class LayerReports
         {
             throw new InvalidInputException($"{file.Path}: the layer's {MetadataKey} metadata is not a valid report ({e.Message}); {redo}", e);
         }
-        int want = LlamaNames.LayerLinears.Length;
+        int want = linearsPerLayer;
         if (reports is null || reports.Count != want || reports.Any(r => r is null || r.Layer != layer || string.IsNullOrEmpty(r.Name)))
             throw new InvalidInputException($"{file.Path}: the layer's {MetadataKey} metadata does not hold the {want} reports of layer {layer}; {redo}");
         return reports;

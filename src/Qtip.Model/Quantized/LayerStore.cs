@@ -33,10 +33,10 @@ internal sealed class LayerStore(string dir)
     public SafeTensorsFile Open(int layer) => SafeTensorsFile.Open(FileOf(layer));
 
     /// <summary>The reports a completed layer file carries (its metadata), checked.</summary>
-    public List<MatrixReport> Reports(int layer)
+    public List<MatrixReport> Reports(int layer, int linearsPerLayer)
     {
         using var f = Open(layer);
-        return LayerReports.Read(f, layer);
+        return LayerReports.Read(f, layer, linearsPerLayer);
     }
 
     /// <summary>Writes a completed layer: its tensors and, as metadata, its reports.</summary>

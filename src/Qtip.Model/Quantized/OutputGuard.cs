@@ -91,10 +91,10 @@ public sealed class OutputGuard : IDisposable
         long linears = 0;
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
-            foreach (var kind in LlamaNames.LayerLinears)
+            foreach (var spec in c.Family.Linears)
             {
-                linearNames.Add(LlamaNames.Linear(l, kind));
-                var (m, n) = LlamaNames.LinearShape(c, kind);
+                linearNames.Add(spec.WeightName(l));
+                var (m, n) = spec.Shape(c);
                 linears += options.WritesTrellis
                     ? ((long)m * n * options.Bits / 8) + (4L * n) + (4L * m) + 4096
                     : 4L * m * n;

@@ -169,7 +169,7 @@ public sealed class QuantizePipeline(QtipDevice device, QuantizeOptions options,
             progress?.Layer(layer, config.NumHiddenLayers);
             if (options.KeepsPartial && store.Has(layer))
             {
-                var saved = store.Reports(layer);
+                var saved = store.Reports(layer, config.Family.Linears.Count);
                 reports.AddRange(saved);
                 foreach (var r in saved)
                     progress?.Matrix(r);
