@@ -190,8 +190,12 @@ public readonly struct ThreeInstCode : ITrellisCode
 
     public double ScaleOverride => 0;
 
+    /// <remarks>The LCG step is computed in 64 bits and truncated (the same value mod 2^32): ILGPU's OpenCL backend writes
+    /// uint arithmetic as <c>int</c>, so a 32-bit wrapping multiply is signed overflow in the generated OpenCL C —
+    /// undefined, and pocl's compiler miscompiled it at L = 16 (a 16-bit state is below 2^16, so the 64-bit product
+    /// cannot overflow). CUDA's compiler narrows it back: the same µs per matvec (docs/BENCHMARKS.md, issue 13).</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public uint Symbol(uint state) => (((state * Multiplier) + Increment) & Mask) ^ Pattern;
+    public uint Symbol(uint state) => ((uint)((state * (ulong)Multiplier) + Increment) & Mask) ^ Pattern;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Value<TTable>(uint symbol, TTable table, out float v0, out float v1) where TTable : struct, ICodeTable
