@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Qtip.Testing;
 using Xunit;
 
 namespace Qtip.Tool.Tests;
@@ -86,10 +87,7 @@ public sealed class CliTests
         Directory.CreateDirectory(dir);
         try
         {
-            var repo = new DirectoryInfo(AppContext.BaseDirectory);
-            while (repo is not null && !File.Exists(Path.Combine(repo.FullName, "Qtip.sln")))
-                repo = repo.Parent;
-            var nano = Path.Combine(repo?.FullName ?? throw new DirectoryNotFoundException("Qtip.sln"), "models", "llama-nano");
+            var nano = Path.Combine(TestData.RepoRoot(), "models", "llama-nano");
             var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(nano, "config.json")))!.AsObject();
             config["num_attention_heads"] = 0;
             config.Remove("head_dim");

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Qtip.Testing;
 using Xunit;
 
 namespace Qtip.Tool.Tests;
@@ -14,7 +15,7 @@ public sealed class QuantizedNanoFixture : IDisposable
         Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
     }
 
-    public static string Repo { get; } = FindRepo();
+    public static string Repo { get; } = TestData.RepoRoot();
 
     public static string Nano => Path.Combine(Repo, "models", "llama-nano");
 
@@ -26,16 +27,6 @@ public sealed class QuantizedNanoFixture : IDisposable
     {
         if (Directory.Exists(Work))
             Directory.Delete(Work, recursive: true);
-    }
-
-    private static string FindRepo()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Qtip.sln")))
-                return dir.FullName;
-        }
-        throw new DirectoryNotFoundException("Qtip.sln not found above " + AppContext.BaseDirectory);
     }
 }
 

@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Qtip.Model.Checkpoint;
+using Qtip.Testing;
 using Xunit;
 
 namespace Qtip.Tool.Tests;
@@ -41,20 +42,10 @@ public sealed class MalformedInputFuzzTests(MalformedInputFuzzTests.Models model
         public void Dispose() => Directory.Delete(Root, recursive: true);
     }
 
-    private static readonly string Repo = FindRepo();
+    private static readonly string Repo = TestData.RepoRoot();
     private static readonly string Nano = Path.Combine(Repo, "models", "llama-nano");
     private static readonly string Valid = Path.Combine(Repo, "data", "corpus", "valid.txt");
     private static readonly string Calib = Path.Combine(Repo, "data", "corpus", "calib.txt");
-
-    private static string FindRepo()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Qtip.sln")))
-                return dir.FullName;
-        }
-        throw new DirectoryNotFoundException("Qtip.sln not found above " + AppContext.BaseDirectory);
-    }
 
     /// <summary>A QTIP checkpoint of nano's shape: nano's embedding, norms and head; random 1MAD (or LUT) trellis words.</summary>
     private static void WriteQuantizedNano(string dir, bool lut)

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Qtip.Model.Checkpoint;
+using Qtip.Testing;
 using Xunit;
 
 namespace Qtip.Tool.Tests;
@@ -12,7 +13,7 @@ namespace Qtip.Tool.Tests;
 /// </summary>
 public sealed class QuantizeCliTests : IDisposable
 {
-    private static readonly string Repo = FindRepo();
+    private static readonly string Repo = TestData.RepoRoot();
     private static readonly string Nano = Path.Combine(Repo, "models", "llama-nano");
     private static readonly string Calib = Path.Combine(Repo, "data", "corpus", "calib.txt");
     private readonly string work = Path.Combine(Path.GetTempPath(), $"qtip-quant-{Environment.ProcessId}-{Guid.NewGuid():N}");
@@ -23,16 +24,6 @@ public sealed class QuantizeCliTests : IDisposable
     {
         if (Directory.Exists(work))
             Directory.Delete(work, recursive: true);
-    }
-
-    private static string FindRepo()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Qtip.sln")))
-                return dir.FullName;
-        }
-        throw new DirectoryNotFoundException("Qtip.sln not found above " + AppContext.BaseDirectory);
     }
 
     private static string[] Tiny(string outDir, params string[] extra) =>

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Qtip.Testing;
 using Xunit;
 
 namespace Qtip.Tool.Tests;
@@ -13,16 +14,7 @@ public sealed class RuntimeCliTests : IDisposable
 
     public void Dispose() => Directory.Delete(temp, recursive: true);
 
-    private static string Root
-    {
-        get
-        {
-            var dir = new DirectoryInfo(AppContext.BaseDirectory);
-            while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Qtip.sln")))
-                dir = dir.Parent;
-            return dir?.FullName ?? throw new DirectoryNotFoundException("Qtip.sln");
-        }
-    }
+    private static string Root => TestData.RepoRoot();
 
     private static string Nano => Path.Combine(Root, "models", "llama-nano");
 
