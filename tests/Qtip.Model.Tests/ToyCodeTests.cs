@@ -226,39 +226,9 @@ public abstract class ToyCodeTests(BackendKind backend) : BackendTest(backend)
         }
     }
 
-    /// <summary>Ŵ (m×n) of generic-layout words, decoded on the host: each state cut from its tile's bitstream
-    /// (circularly, MSB first), decoded with the row's host decode, placed by the layout's position map.</summary>
-    private static float[] HostDecode(short[] words, int m, int n, int l, int k, TrellisCodeInfo code)
-    {
-        var layout = default(GenericLayout);
-        var bytes = new byte[words.Length * 2];
-        Buffer.BlockCopy(words, 0, bytes, 0, bytes.Length);
-        var p = new LayoutParams(k, 256, m, n);
-        int v = code.V, tiles = (m / 16) * (n / 16), bitsPerTile = 256 * k;
-        var w = new float[m * n];
-        for (int tile = 0; tile < tiles; tile++)
-        {
-            for (int i = 0; i < 256 / v; i++)
-            {
-                uint state = 0;
-                for (int b = 0; b < l; b++)
-                {
-                    int bit = ((i * k * v) + b) % bitsPerTile;
-                    int value = bytes[layout.MemoryByte(tile, bit >> 3, p)];
-                    state = (state << 1) | (uint)((value >> (7 - (bit & 7))) & 1);
-                }
-                code.Decode(state, null, out float v0, out float v1);
-                layout.Position(tile, i * v, p, out int row, out int col);
-                w[(row * n) + col] = v0;
-                if (v == 2)
-                {
-                    layout.Position(tile, (i * v) + 1, p, out row, out col);
-                    w[(row * n) + col] = v1;
-                }
-            }
-        }
-        return w;
-    }
+    /// <summary>Ŵ (m×n) of generic-layout words, decoded on the host with the row's host decode.</summary>
+    private static float[] HostDecode(short[] words, int m, int n, int l, int k, TrellisCodeInfo code) =>
+        TrellisHostDecode.Matrix<GenericLayout>(words, m, n, l, k, code.V, (uint s, out float v0, out float v1) => code.Decode(s, null, out v0, out v1));
 
     /// <summary>y (rows × m) = x (rows × n) · Wᵀ in float64.</summary>
     private static double[] HostProduct(float[] w, int m, int n, float[] x, int rows)

@@ -16,40 +16,16 @@ public abstract class TrellisMatVecTests(BackendKind backend) : BackendTest(back
     /// <summary>Relative-to-magnitude tolerance of the fp32 fused product against float64 references.</summary>
     private const double Tolerance = 1e-4;
 
-    /// <summary>
-    /// Plain C# reference, y = Ŵ x in float64: every state of every tile cut from the stream bytes (found through the
-    /// layout's byte map, circularly), decoded with the host decode, placed by the layout's position map.
-    /// </summary>
+    /// <summary>Plain C# reference, y = Ŵ x in float64, Ŵ decoded on the host by <see cref="TrellisHostDecode"/>.</summary>
     internal static double[] HostMatVec<TLayout>(short[] words, int m, int n, int l, int k, TrellisCodeInfo code, float[]? table, float[] x)
         where TLayout : struct, ITileLayout
     {
-        var layout = default(TLayout);
-        int v = code.V;
-        var bytes = new byte[words.Length * 2];
-        Buffer.BlockCopy(words, 0, bytes, 0, bytes.Length);
-        var p = new LayoutParams(k, 256, m, n);
-        int tiles = (m / 16) * (n / 16), bitsPerTile = 256 * k;
+        var w = TrellisHostDecode.Matrix<TLayout>(words, m, n, l, k, code.V, (uint s, out float v0, out float v1) => code.Decode(s, table, out v0, out v1));
         var y = new double[m];
-        for (int tile = 0; tile < tiles; tile++)
+        for (int row = 0; row < m; row++)
         {
-            for (int i = 0; i < 256 / v; i++)
-            {
-                uint state = 0;
-                for (int b = 0; b < l; b++)
-                {
-                    int bit = ((i * k * v) + b) % bitsPerTile;
-                    int value = bytes[layout.MemoryByte(tile, bit >> 3, p)];
-                    state = (state << 1) | (uint)((value >> (7 - (bit & 7))) & 1);
-                }
-                code.Decode(state, table, out float v0, out float v1);
-                layout.Position(tile, i * v, p, out int row, out int col);
-                y[row] += v0 * (double)x[col];
-                if (v == 2)
-                {
-                    layout.Position(tile, (i * v) + 1, p, out row, out col);
-                    y[row] += v1 * (double)x[col];
-                }
-            }
+            for (int col = 0; col < n; col++)
+                y[row] += w[(row * n) + col] * (double)x[col];
         }
         return y;
     }
