@@ -47,7 +47,7 @@ public static class QtipFormat
 
     /// <summary>The dtype of the <c>tlut</c> tensor: F16 for every model (the reference stores and reads the table as fp16
     /// [spec §6]; an F32 table would be rounded by its loader, away from the values searched with).</summary>
-    public static SafeTensorsDType TableDType(string? torchDtype) => SafeTensorsDType.F16;
+    public const SafeTensorsDType TableDType = SafeTensorsDType.F16;
 
     /// <summary><paramref name="values"/> rounded to <see cref="ValueDType"/> (what a reload reads back for SU).</summary>
     public static float[] RoundToValueDType(float[] values, string? torchDtype) => RoundTo(values, ValueDType(torchDtype));
@@ -58,7 +58,7 @@ public static class QtipFormat
     /// decodes exactly the values the search chose from.
     /// </summary>
     public static float[] RoundTable(float[] table, string? torchDtype) =>
-        RoundTo(RoundTo(table, ValueDType(torchDtype)), TableDType(torchDtype));
+        RoundTo(RoundTo(table, ValueDType(torchDtype)), TableDType);
 
     private static float[] RoundTo(float[] values, SafeTensorsDType dtype) => dtype switch
     {
@@ -73,7 +73,7 @@ public static class QtipFormat
         long trellis = (long)m * n * k;
         long su = (long)n * (ValueDType(torchDtype) == SafeTensorsDType.F32 ? 32 : 16);
         long sv = 32L * m;
-        long table = tableLength * (TableDType(torchDtype) == SafeTensorsDType.F32 ? 32L : 16L);
+        long table = tableLength * 16L; // TableDType
         return trellis + su + sv + table;
     }
 
@@ -96,7 +96,7 @@ public static class QtipFormat
         writer.AddFloat32(prefix + SuSuffix, su, [n], ValueDType(torchDtype));
         writer.AddFloat32(prefix + SvSuffix, sv, [m]);
         if (table is not null)
-            writer.AddFloat32(prefix + TableSuffix, table, [tableRows, table.Length / tableRows], TableDType(torchDtype));
+            writer.AddFloat32(prefix + TableSuffix, table, [tableRows, table.Length / tableRows], TableDType);
         writer.AddInt64(prefix + ".rcp", [0L], []);
         writer.AddInt64(prefix + ".tp_rank", [8L], []);
     }
