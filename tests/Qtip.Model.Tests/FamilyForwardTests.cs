@@ -59,22 +59,10 @@ public abstract class FamilyForwardTests(BackendKind backend) : BackendTest(back
     [InlineData("qwen2", true)]
     public void DecodeSteps_MatchPrefill(string name, bool grouped)
     {
-        var mv = Device.Get<Qtip.Kernels.Llama.MatVec>();
-        var norm = Device.Get<Qtip.Kernels.Llama.RmsNorm>();
-        var att = Device.Get<Qtip.Kernels.Llama.Attention>();
-        var old = (mv.Style, norm.Style, att.Style);
-        if (grouped)
-            mv.Style = norm.Style = att.Style = Qtip.Kernels.Llama.KernelStyle.Grouped;
-        try
-        {
-            using var ckpt = LlamaCheckpoint.Open(Checkpoint(name));
-            using var m = LlamaModel.Load(Device, ckpt, new ModelOptions { Precision = WeightPrecision.Float32, MaxContext = 32 });
-            ReferenceModelTests.CheckDecodeAgainstPrefill(m, Ids, LogitTolerance);
-        }
-        finally
-        {
-            (mv.Style, norm.Style, att.Style) = old;
-        }
+        using var styles = KernelStyles.Grouped(Device, grouped);
+        using var ckpt = LlamaCheckpoint.Open(Checkpoint(name));
+        using var m = LlamaModel.Load(Device, ckpt, new ModelOptions { Precision = WeightPrecision.Float32, MaxContext = 32 });
+        ReferenceModelTests.CheckDecodeAgainstPrefill(m, Ids, LogitTolerance);
     }
 
     /// <summary>Mistral's window changes the logits past position 4 (else the tests above could not tell it from full attention).</summary>

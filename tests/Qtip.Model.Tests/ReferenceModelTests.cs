@@ -209,31 +209,19 @@ public abstract class ReferenceModelTests(BackendKind backend) : BackendTest(bac
     public void GroupedKernels_PrefillAndDecodeMatchReference()
     {
         using var exact = Fp32Prefill();
-        var mv = Device.Get<Qtip.Kernels.Llama.MatVec>();
-        var mm = Device.Get<Qtip.Kernels.Llama.MatMul>();
-        var norm = Device.Get<Qtip.Kernels.Llama.RmsNorm>();
-        var att = Device.Get<Qtip.Kernels.Llama.Attention>();
-        var old = (mv.Style, mm.Style, norm.Style, att.Style);
-        mv.Style = mm.Style = norm.Style = att.Style = Qtip.Kernels.Llama.KernelStyle.Grouped;
-        try
-        {
-            using var ckpt = LlamaCheckpoint.Open(Fixtures.Nano);
-            using var m = LlamaModel.Load(Device, ckpt, new ModelOptions { MaxContext = 16 });
-            var reference = Fixtures.Reference("llama-nano").GetProperty("positions_8");
-            var ids = TestData.Ints(reference.GetProperty("input_ids"));
-            m.Prefill(ids.AsSpan(0, 4));
-            var logits = m.ReadLogits(3);
-            var first8 = TestData.Doubles(reference.GetProperty("positions")[3].GetProperty("logits_first8"));
-            for (int i = 0; i < 8; i++)
-                Assert.True(Math.Abs(logits[i] - first8[i]) < LogitTolerance, $"grouped prefill logit {i}: {logits[i]} vs {first8[i]}");
-            var want = TestData.Ints(Fixtures.Reference("llama-nano").GetProperty("generations")[0].GetProperty("generated_ids"));
-            var got = new Generator(m).Generate([1, 339], 3, SamplingOptions.Greedy).GeneratedIds;
-            Assert.Equal(want.Take(3), got);
-        }
-        finally
-        {
-            (mv.Style, mm.Style, norm.Style, att.Style) = old;
-        }
+        using var styles = KernelStyles.Grouped(Device, matMul: true);
+        using var ckpt = LlamaCheckpoint.Open(Fixtures.Nano);
+        using var m = LlamaModel.Load(Device, ckpt, new ModelOptions { MaxContext = 16 });
+        var reference = Fixtures.Reference("llama-nano").GetProperty("positions_8");
+        var ids = TestData.Ints(reference.GetProperty("input_ids"));
+        m.Prefill(ids.AsSpan(0, 4));
+        var logits = m.ReadLogits(3);
+        var first8 = TestData.Doubles(reference.GetProperty("positions")[3].GetProperty("logits_first8"));
+        for (int i = 0; i < 8; i++)
+            Assert.True(Math.Abs(logits[i] - first8[i]) < LogitTolerance, $"grouped prefill logit {i}: {logits[i]} vs {first8[i]}");
+        var want = TestData.Ints(Fixtures.Reference("llama-nano").GetProperty("generations")[0].GetProperty("generated_ids"));
+        var got = new Generator(m).Generate([1, 339], 3, SamplingOptions.Greedy).GeneratedIds;
+        Assert.Equal(want.Take(3), got);
     }
 
     /// <summary>
@@ -247,32 +235,20 @@ public abstract class ReferenceModelTests(BackendKind backend) : BackendTest(bac
     public void DecodeStep_MatchesPrefillLogits_DenseAndMixed(bool grouped)
     {
         using var exact = Fp32Prefill();
-        var mv = Device.Get<Qtip.Kernels.Llama.MatVec>();
-        var norm = Device.Get<Qtip.Kernels.Llama.RmsNorm>();
-        var att = Device.Get<Qtip.Kernels.Llama.Attention>();
-        var old = (mv.Style, norm.Style, att.Style);
-        if (grouped)
-            mv.Style = norm.Style = att.Style = Qtip.Kernels.Llama.KernelStyle.Grouped;
-        try
-        {
-            using var ckpt = LlamaCheckpoint.Open(Fixtures.Nano);
-            using var m = LlamaModel.Load(Device, ckpt, new ModelOptions { MaxContext = 16 });
-            int[] ids = [1, 339, 340, 1230, 2877, 4000];
-            int layers = ckpt.Config.NumHiddenLayers;
-            Assert.Equal(1 + (5 * layers) + 2, m.DecodeLaunchesPerToken);
-            CheckDecodeAgainstPrefill(m, ids);
+        using var styles = KernelStyles.Grouped(Device, grouped);
+        using var ckpt = LlamaCheckpoint.Open(Fixtures.Nano);
+        using var m = LlamaModel.Load(Device, ckpt, new ModelOptions { MaxContext = 16 });
+        int[] ids = [1, 339, 340, 1230, 2877, 4000];
+        int layers = ckpt.Config.NumHiddenLayers;
+        Assert.Equal(1 + (5 * layers) + 2, m.DecodeLaunchesPerToken);
+        CheckDecodeAgainstPrefill(m, ids);
 
-            // Same weights, wrapped: layer 0's down and v, layer 1's o and up, and the output head run unfused.
-            foreach (var (layer, kind) in new[] { (0, LinearKind.Down), (0, LinearKind.V), (1, LinearKind.O), (1, LinearKind.Up), (0, LinearKind.LmHead) })
-                m.SetLinear(layer, kind, new CountingLinear(m.GetLinear(layer, kind)), disposeOld: false);
-            Assert.True(m.DecodeLaunchesPerToken > 1 + (5 * layers) + 2);
-            CheckDecodeAgainstPrefill(m, ids);
-            Assert.True(((CountingLinear)m.GetLinear(1, LinearKind.O)).Calls > 0);
-        }
-        finally
-        {
-            (mv.Style, norm.Style, att.Style) = old;
-        }
+        // Same weights, wrapped: layer 0's down and v, layer 1's o and up, and the output head run unfused.
+        foreach (var (layer, kind) in new[] { (0, LinearKind.Down), (0, LinearKind.V), (1, LinearKind.O), (1, LinearKind.Up), (0, LinearKind.LmHead) })
+            m.SetLinear(layer, kind, new CountingLinear(m.GetLinear(layer, kind)), disposeOld: false);
+        Assert.True(m.DecodeLaunchesPerToken > 1 + (5 * layers) + 2);
+        CheckDecodeAgainstPrefill(m, ids);
+        Assert.True(((CountingLinear)m.GetLinear(1, LinearKind.O)).Calls > 0);
     }
 
     /// <summary>
